@@ -4,4 +4,5 @@
 //! feed the pure `plan`, which `apply` executes; `git` fetches sources and writes
 //! audit commits; `serve` runs the loop. See ARCHITECTURE.md.
 
+pub mod fleet;
 pub mod model;
