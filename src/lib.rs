@@ -5,4 +5,5 @@
 //! audit commits; `serve` runs the loop. See ARCHITECTURE.md.
 
 pub mod fleet;
+pub mod lxd;
 pub mod model;
