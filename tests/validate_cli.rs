@@ -15,7 +15,11 @@ fn root() -> PathBuf {
 
 #[test]
 fn example_fleet_repo_is_valid() {
-    let out = bin().arg("validate").arg(root().join("examples/fleet-repo")).output().unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(root().join("examples/fleet-repo"))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "validate failed:\n{}{}",
@@ -41,10 +45,25 @@ fn parse_expected(path: &Path) -> Vec<Expect> {
         .map(|l| {
             let mut parts = l.splitn(4, ':');
             let file = parts.next().unwrap().to_string();
-            let line = parts.next().unwrap().trim().parse().unwrap_or_else(|_| panic!("bad line in {l}"));
-            let column = parts.next().unwrap().trim().parse().unwrap_or_else(|_| panic!("bad column in {l}"));
+            let line = parts
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad line in {l}"));
+            let column = parts
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad column in {l}"));
             let fragment = parts.next().unwrap_or("").trim().to_lowercase();
-            Expect { file, line, column, fragment }
+            Expect {
+                file,
+                line,
+                column,
+                fragment,
+            }
         })
         .collect()
 }
@@ -62,7 +81,11 @@ fn every_broken_repo_gives_its_expected_diagnostics() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let out = bin().args(["validate", "--format", "json"]).arg(case).output().unwrap();
+        let out = bin()
+            .args(["validate", "--format", "json"])
+            .arg(case)
+            .output()
+            .unwrap();
         if out.status.code() != Some(1) {
             failures.push(format!("{name}: exit {:?}, expected 1", out.status.code()));
             continue;
@@ -81,30 +104,57 @@ fn every_broken_repo_gives_its_expected_diagnostics() {
                 d["file"] == e.file.as_str()
                     && d["line"] == e.line
                     && d["column"] == e.column
-                    && d["message"].as_str().unwrap_or("").to_lowercase().contains(&e.fragment)
+                    && d["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_lowercase()
+                        .contains(&e.fragment)
             });
             if !hit {
-                failures.push(format!("{name}: missing {}:{}:{}: {} in {:#}", e.file, e.line, e.column, e.fragment, serde_json::Value::from(got.clone())));
+                failures.push(format!(
+                    "{name}: missing {}:{}:{}: {} in {:#}",
+                    e.file,
+                    e.line,
+                    e.column,
+                    e.fragment,
+                    serde_json::Value::from(got.clone())
+                ));
             }
         }
         if got.len() != expected.len() {
-            failures.push(format!("{name}: {} diagnostics, expected {}: {:#}", got.len(), expected.len(), serde_json::Value::from(got.clone())));
+            failures.push(format!(
+                "{name}: {} diagnostics, expected {}: {:#}",
+                got.len(),
+                expected.len(),
+                serde_json::Value::from(got.clone())
+            ));
         }
         // The text form carries the same problems, as file:line:column lines.
         let text = bin().arg("validate").arg(case).output().unwrap();
         let stderr = String::from_utf8_lossy(&text.stderr);
         for e in &expected {
             if !stderr.contains(&format!("{}:{}:{}: ", e.file, e.line, e.column)) {
-                failures.push(format!("{name}: text output lacks {}:{}:{}", e.file, e.line, e.column));
+                failures.push(format!(
+                    "{name}: text output lacks {}:{}:{}",
+                    e.file, e.line, e.column
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn a_missing_path_is_an_error_not_a_panic() {
-    let out = bin().args(["validate", "/nonexistent/fleet"]).output().unwrap();
+    let out = bin()
+        .args(["validate", "/nonexistent/fleet"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }

@@ -4,4 +4,5 @@
 //! (`live`). Must not: plan or hold policy.
 
 pub mod convert;
+pub mod identity;
 pub mod live;
