@@ -4,6 +4,7 @@
 //! feed the pure `plan`, which `apply` executes; `git` fetches sources and writes
 //! audit commits; `serve` runs the loop. See ARCHITECTURE.md.
 
+pub mod apply;
 pub mod fleet;
 pub mod lxd;
 pub mod model;

@@ -1,0 +1,5 @@
+//! The executor: turning a reviewed plan into LXD requests, in order.
+//!
+//! Owns: request shapes per kind (`requests`). Must not: diff (the planner does).
+
+pub mod requests;
