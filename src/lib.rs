@@ -7,3 +7,5 @@
 pub mod fleet;
 pub mod lxd;
 pub mod model;
+pub mod git;
+pub mod run;
