@@ -9,3 +9,4 @@ pub mod lxd;
 pub mod model;
 pub mod git;
 pub mod run;
+pub mod serve;
