@@ -761,3 +761,248 @@ async fn timers<R: Reconcile>(shared: Arc<Shared<R>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SyncWindow, WindowKind};
+    use crate::serve::schedule::SyncWindows;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// Records calls; each run blocks until the test releases a permit.
+    struct Stub {
+        head: Mutex<String>,
+        clusters: Mutex<Vec<ClusterSchedule>>,
+        refreshes: AtomicUsize,
+        calls: Mutex<Vec<(String, Trigger, ApplyGate)>>,
+        release: Semaphore,
+        panic_on: Option<String>,
+    }
+
+    impl Stub {
+        fn new(names: &[&str]) -> Stub {
+            Stub {
+                head: Mutex::new("rev1".into()),
+                clusters: Mutex::new(names.iter().map(|n| ClusterSchedule::unscheduled(*n)).collect()),
+                refreshes: AtomicUsize::new(0),
+                calls: Mutex::new(Vec::new()),
+                release: Semaphore::new(0),
+                panic_on: None,
+            }
+        }
+        fn calls(&self) -> Vec<(String, Trigger, ApplyGate)> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    impl Reconcile for Stub {
+        async fn refresh(&self) -> Result<FleetHead, RefreshError> {
+            self.refreshes.fetch_add(1, Ordering::SeqCst);
+            Ok(FleetHead {
+                revision: self.head.lock().unwrap().clone(),
+                clusters: self.clusters.lock().unwrap().clone(),
+            })
+        }
+        async fn reconcile(&self, cluster: &str, ctx: RunContext) -> RunReport {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((cluster.to_string(), ctx.trigger.clone(), ctx.apply.clone()));
+            if self.panic_on.as_deref() == Some(cluster) {
+                panic!("stub panics for {cluster}");
+            }
+            self.release.acquire().await.unwrap().forget();
+            let outcome = match ctx.apply {
+                ApplyGate::Open => Outcome::Applied,
+                ApplyGate::Held { .. } => Outcome::Held {
+                    reason: "outside sync windows".into(),
+                },
+            };
+            RunReport::new(Some(self.head.lock().unwrap().clone()), outcome)
+        }
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn started(names: &[&str]) -> Reconciler<Stub> {
+        let r = Reconciler::start(Stub::new(names), LoopOptions::default());
+        r.poll().unwrap();
+        // The first poll sees a new head and runs every cluster: let them finish.
+        until("first runs", || r.pipeline().calls().len() == names.len()).await;
+        r.pipeline().release.add_permits(names.len());
+        r.drained().await;
+        r
+    }
+
+    #[tokio::test]
+    async fn triggers_for_a_busy_cluster_collapse_into_one_pending_run() {
+        let r = started(&["lab"]).await;
+        assert_eq!(r.trigger("lab", Trigger::Cron), Ok(Enqueued::Started));
+        until("run 2", || r.pipeline().calls().len() == 2).await;
+        for t in [Trigger::Cron, Trigger::Manual, Trigger::Watch, Trigger::Cron] {
+            assert_eq!(r.trigger("lab", t), Ok(Enqueued::Coalesced));
+        }
+        let st = r.status();
+        assert_eq!(st.clusters["lab"].queue, QueueState::RunningWithPending);
+        assert_eq!(st.clusters["lab"].pending, Some(Trigger::Manual));
+        r.pipeline().release.add_permits(1);
+        until("run 3", || r.pipeline().calls().len() == 3).await;
+        assert_eq!(r.pipeline().calls()[2].1, Trigger::Manual, "the strongest trigger is kept");
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(r.pipeline().calls().len(), 3, "no run beyond the one pending");
+        let st = r.status();
+        assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
+        assert_eq!(st.clusters["lab"].applied_revision.as_deref(), Some("rev1"));
+    }
+
+    #[tokio::test]
+    async fn suspended_clusters_run_nothing() {
+        let r = started(&["lab", "prod"]).await;
+        r.suspend("lab").unwrap();
+        assert_eq!(
+            r.trigger("lab", Trigger::Manual),
+            Err(TriggerError::Suspended("lab".into()))
+        );
+        r.trigger_all(Trigger::Manual).unwrap();
+        until("prod runs", || r.pipeline().calls().len() == 3).await;
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        assert_eq!(r.pipeline().calls()[2].0, "prod");
+        assert!(r.status().clusters["lab"].suspended);
+        // Resuming catches up at once.
+        assert_eq!(r.resume("lab"), Ok(Enqueued::Started));
+        until("lab runs", || r.pipeline().calls().len() == 4).await;
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        assert_eq!(
+            r.trigger("nope", Trigger::Manual),
+            Err(TriggerError::UnknownCluster("nope".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn polls_start_runs_only_when_the_head_moves() {
+        let r = started(&["lab"]).await;
+        let refreshes = r.pipeline().refreshes.load(Ordering::SeqCst);
+        r.poll().unwrap();
+        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) > refreshes).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(r.pipeline().calls().len(), 1, "same head: nothing to do");
+        *r.pipeline().head.lock().unwrap() = "rev2".into();
+        r.poll().unwrap();
+        until("run on rev2", || r.pipeline().calls().len() == 2).await;
+        assert_eq!(
+            r.pipeline().calls()[1].1,
+            Trigger::Poll {
+                revision: "rev2".into()
+            }
+        );
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        assert!(r.readiness().is_ok());
+    }
+
+    #[tokio::test]
+    async fn new_clusters_from_a_refresh_join_and_removed_ones_leave() {
+        let r = started(&["lab"]).await;
+        *r.pipeline().clusters.lock().unwrap() = vec![ClusterSchedule::unscheduled("prod")];
+        r.trigger_all(Trigger::Manual).unwrap();
+        until("prod runs", || r.pipeline().calls().len() == 2).await;
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        let st = r.status();
+        assert!(st.clusters.contains_key("prod"));
+        assert!(!st.clusters.contains_key("lab"));
+    }
+
+    #[tokio::test]
+    async fn sync_windows_hold_applies() {
+        let r = started(&["lab"]).await;
+        let closed = SyncWindows::parse(&[SyncWindow {
+            kind: WindowKind::Deny,
+            schedule: "0 * * * *".into(),
+            duration: "61m".into(),
+            description: None,
+        }])
+        .unwrap();
+        *r.pipeline().clusters.lock().unwrap() = vec![ClusterSchedule {
+            name: "lab".into(),
+            drift: None,
+            windows: closed,
+        }];
+        r.trigger_all(Trigger::Manual).unwrap();
+        until("held run", || r.pipeline().calls().len() == 2).await;
+        assert_eq!(r.pipeline().calls()[1].2, ApplyGate::Held { reopens: None });
+        r.pipeline().release.add_permits(1);
+        r.drained().await;
+        let last = r.status().clusters["lab"].last_run.clone().unwrap();
+        assert_eq!(last.report.outcome.name(), "held");
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_run_in_flight_and_refuses_new_triggers() {
+        let r = started(&["lab"]).await;
+        r.trigger("lab", Trigger::Manual).unwrap();
+        until("run", || r.pipeline().calls().len() == 2).await;
+        r.trigger("lab", Trigger::Manual).unwrap(); // pending: dropped by shutdown
+        let mut stop = r.stop_signal();
+        assert!(!stop.is_stopping());
+        let r2 = r.clone();
+        let done = tokio::spawn(async move { r2.shutdown().await });
+        stop.stopped().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!done.is_finished(), "shutdown must wait for the run in flight");
+        assert_eq!(r.trigger("lab", Trigger::Manual), Err(TriggerError::ShuttingDown));
+        assert_eq!(r.trigger_all(Trigger::Manual), Err(TriggerError::ShuttingDown));
+        r.pipeline().release.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("shutdown finishes once the run returns")
+            .unwrap();
+        assert_eq!(r.pipeline().calls().len(), 2, "the pending run was dropped");
+        assert!(r.readiness().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_run_is_a_failed_run() {
+        let mut stub = Stub::new(&["lab"]);
+        stub.panic_on = Some("lab".into());
+        let r = Reconciler::start(stub, LoopOptions::default());
+        r.trigger_all(Trigger::Startup).unwrap();
+        until("run", || r.pipeline().calls().len() == 1).await;
+        r.drained().await;
+        until("recorded", || r.status().clusters["lab"].last_run.is_some()).await;
+        let st = r.status();
+        assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
+        assert_eq!(
+            st.clusters["lab"].last_run.as_ref().unwrap().report.outcome.name(),
+            "failed"
+        );
+        assert!(r.metrics().encode().contains("lxd_gitops_reconcile_failures_total{cluster=\"lab\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn initially_suspended_clusters_wait_for_resume() {
+        let r = Reconciler::start(
+            Stub::new(&["lab"]),
+            LoopOptions {
+                suspended: ["lab".to_string()].into(),
+            },
+        );
+        r.trigger_all(Trigger::Startup).unwrap();
+        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) == 1).await;
+        until("cluster known", || r.status().clusters.contains_key("lab")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(r.pipeline().calls().is_empty());
+        assert!(r.status().clusters["lab"].suspended);
+    }
+}
