@@ -31,7 +31,12 @@ struct Remote {
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -54,8 +59,14 @@ impl Remote {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("fleet.git");
         let work = dir.path().join("work");
-        git(dir.path(), &["init", "--bare", "-b", "main", bare.to_str().unwrap()]);
-        git(dir.path(), &["clone", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        git(
+            dir.path(),
+            &["init", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            dir.path(),
+            &["clone", bare.to_str().unwrap(), work.to_str().unwrap()],
+        );
         let r = Remote {
             _dir: dir,
             bare,
@@ -101,7 +112,11 @@ fn spec(url: &str, signature: SignaturePolicy) -> SourceSpec {
 fn source_sync_picks_up_new_commits() {
     let remote = Remote::new();
     let state = tempfile::tempdir().unwrap();
-    let src = GitSource::new(spec(&remote.url(), SignaturePolicy::None), state.path().join("src")).unwrap();
+    let src = GitSource::new(
+        spec(&remote.url(), SignaturePolicy::None),
+        state.path().join("src"),
+    )
+    .unwrap();
 
     let first = src.sync().unwrap();
     assert_eq!(first.commit, git(&remote.work, &["rev-parse", "HEAD"]));
@@ -125,15 +140,28 @@ fn source_sync_picks_up_new_commits() {
 
     // file:// URLs work too, and a missing branch or path is a clear error.
     let file_url = format!("file://{}", remote.url());
-    let via_url = GitSource::new(spec(&file_url, SignaturePolicy::None), state.path().join("src2")).unwrap();
+    let via_url = GitSource::new(
+        spec(&file_url, SignaturePolicy::None),
+        state.path().join("src2"),
+    )
+    .unwrap();
     assert_eq!(via_url.sync().unwrap().commit, second_id);
     let mut no_branch = spec(&remote.url(), SignaturePolicy::None);
     no_branch.branch = "nope".into();
-    let err = GitSource::new(no_branch, state.path().join("src3")).unwrap().sync().unwrap_err();
-    assert!(matches!(err, GitError::NoBranch { .. } | GitError::Fetch { .. }), "{err}");
+    let err = GitSource::new(no_branch, state.path().join("src3"))
+        .unwrap()
+        .sync()
+        .unwrap_err();
+    assert!(
+        matches!(err, GitError::NoBranch { .. } | GitError::Fetch { .. }),
+        "{err}"
+    );
     let mut no_path = spec(&remote.url(), SignaturePolicy::None);
     no_path.path = "elsewhere".into();
-    let err = GitSource::new(no_path, state.path().join("src4")).unwrap().sync().unwrap_err();
+    let err = GitSource::new(no_path, state.path().join("src4"))
+        .unwrap()
+        .sync()
+        .unwrap_err();
     assert!(matches!(err, GitError::NoPath { .. }), "{err}");
     assert!(GitSource::new(
         SourceSpec {
@@ -152,7 +180,11 @@ fn ssh_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public.trim().to_string())
 }
@@ -198,7 +230,10 @@ fn ssh_signed_heads_are_accepted_and_others_refused() {
     let signed = remote.commit("fleet/a.yaml", "a: 1\n", &flags);
     let t0 = Instant::now();
     let rev = src.sync().unwrap();
-    println!("fetch + verify + export of a signed head: {:?}", t0.elapsed());
+    println!(
+        "fetch + verify + export of a signed head: {:?}",
+        t0.elapsed()
+    );
     assert_eq!(rev.commit, signed);
     assert_eq!(rev.signer.as_deref(), Some("ops@example.com"));
 
@@ -238,10 +273,20 @@ fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
-    gpg(&["--quick-gen-key", "Ops <ops@example.com>", "ed25519", "sign", "never"]);
+    gpg(&[
+        "--quick-gen-key",
+        "Ops <ops@example.com>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
     let keyring = home.path().join("trusted.gpg");
     std::fs::write(&keyring, gpg(&["--export", "ops@example.com"])).unwrap();
 
@@ -256,12 +301,20 @@ fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    git(&remote.work, &["config", "gpg.program", program.to_str().unwrap()]);
+    git(
+        &remote.work,
+        &["config", "gpg.program", program.to_str().unwrap()],
+    );
     let signed = remote.commit("fleet/a.yaml", "a: 1\n", &["--gpg-sign=ops@example.com"]);
 
     let state = tempfile::tempdir().unwrap();
     let src = GitSource::new(
-        spec(&remote.url(), SignaturePolicy::Gpg { keyring_file: keyring }),
+        spec(
+            &remote.url(),
+            SignaturePolicy::Gpg {
+                keyring_file: keyring,
+            },
+        ),
         state.path().join("src"),
     )
     .unwrap();
@@ -327,7 +380,10 @@ fn racing_audit_writers_rebase_and_both_land() {
         git(&remote.bare, &["rev-list", "--count", "lxd-gitops/audit"]),
         "1"
     );
-    assert_eq!(git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]), first.to_string());
+    assert_eq!(
+        git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]),
+        first.to_string()
+    );
 
     // Then both write at the same time, from clones that are each behind.
     let barrier = Arc::new(std::sync::Barrier::new(2));
@@ -347,9 +403,16 @@ fn racing_audit_writers_rebase_and_both_land() {
         h.join().unwrap();
     }
 
-    let files = git(&remote.bare, &["ls-tree", "-r", "--name-only", "lxd-gitops/audit"]);
+    let files = git(
+        &remote.bare,
+        &["ls-tree", "-r", "--name-only", "lxd-gitops/audit"],
+    );
     let runs: Vec<&str> = files.lines().filter(|l| l.starts_with("runs/")).collect();
-    assert_eq!(runs.len(), 9, "every record is on the audit branch:\n{files}");
+    assert_eq!(
+        runs.len(),
+        9,
+        "every record is on the audit branch:\n{files}"
+    );
     assert!(files.lines().any(|l| l == "status/lab.json"));
     assert!(files.lines().any(|l| l == "status/prod.json"));
     assert_eq!(
@@ -357,11 +420,18 @@ fn racing_audit_writers_rebase_and_both_land() {
         "9",
         "linear history: each record one commit"
     );
-    assert_eq!(git(&remote.bare, &["rev-parse", "main"]), main_before, "the watched branch is untouched");
+    assert_eq!(
+        git(&remote.bare, &["rev-parse", "main"]),
+        main_before,
+        "the watched branch is untouched"
+    );
     let status = git(&remote.bare, &["show", "lxd-gitops/audit:status/prod.json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["applied_revision"], format!("{:040x}", 203));
-    let log = git(&remote.bare, &["log", "-1", "--format=%an <%ae>|%cn", "lxd-gitops/audit"]);
+    let log = git(
+        &remote.bare,
+        &["log", "-1", "--format=%an <%ae>|%cn", "lxd-gitops/audit"],
+    );
     assert_eq!(log, "lxd-gitops <bot@example.com>|lxd-gitops");
 }
 
@@ -401,7 +471,13 @@ impl Reconcile for StubPipeline {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
-fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut req = format!(
@@ -418,11 +494,20 @@ fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, 
     s.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
-async fn http_async(addr: std::net::SocketAddr, method: &'static str, path: &'static str, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> (u16, String) {
+async fn http_async(
+    addr: std::net::SocketAddr,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         http(addr, method, path, &h, &body)
@@ -434,7 +519,10 @@ async fn http_async(addr: std::net::SocketAddr, method: &'static str, path: &'st
 async fn wait_for(what: &str, f: impl Fn() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -443,7 +531,11 @@ async fn wait_for(what: &str, f: impl Fn() -> bool) {
 async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     let remote = Remote::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("github.secret"), "It's a Secret to Everybody\n").unwrap();
+    std::fs::write(
+        dir.path().join("github.secret"),
+        "It's a Secret to Everybody\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("admin.token"), "let-me-in\n").unwrap();
     let config_text = format!(
         "repo:\n  url: {}\n  branch: main\n  path: fleet\nlisten: 127.0.0.1:0\npoll_interval: 1h\nwebhooks:\n  github: {{secret_file: github.secret}}\nadmin_token_file: admin.token\nstate_dir: state\n",
@@ -486,11 +578,19 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     wait_for("startup run", || calls().len() == 1).await;
     assert_eq!(calls()[0].1, Trigger::Startup);
     wait_for("ready", || reconciler.readiness().is_ok()).await;
-    assert_eq!(http_async(addr, "GET", "/healthz", vec![], vec![]).await.0, 200);
-    assert_eq!(http_async(addr, "GET", "/readyz", vec![], vec![]).await.0, 200);
+    assert_eq!(
+        http_async(addr, "GET", "/healthz", vec![], vec![]).await.0,
+        200
+    );
+    assert_eq!(
+        http_async(addr, "GET", "/readyz", vec![], vec![]).await.0,
+        200
+    );
 
     let head = remote.commit("fleet/new.yaml", "kind: Profile\nname: new\n", &[]);
-    let body = format!(r#"{{"ref":"refs/heads/main","after":"{head}","repository":{{"full_name":"ops/fleet"}}}}"#);
+    let body = format!(
+        r#"{{"ref":"refs/heads/main","after":"{head}","repository":{{"full_name":"ops/fleet"}}}}"#
+    );
     let secret = b"It's a Secret to Everybody";
 
     // A bad signature: 401, nothing queued.
@@ -499,24 +599,56 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
         addr,
         "POST",
         "/hooks/github",
-        vec![("X-Hub-Signature-256", bad.clone()), ("X-GitHub-Event", "push".into())],
+        vec![
+            ("X-Hub-Signature-256", bad.clone()),
+            ("X-GitHub-Event", "push".into()),
+        ],
         body.clone().into_bytes(),
     )
     .await;
     assert_eq!(code, 401, "{text}");
     assert!(!text.contains(&bad[7..]), "the signature is not echoed");
-    let (code, _) = http_async(addr, "POST", "/hooks/github", vec![("X-GitHub-Event", "push".into())], body.clone().into_bytes()).await;
+    let (code, _) = http_async(
+        addr,
+        "POST",
+        "/hooks/github",
+        vec![("X-GitHub-Event", "push".into())],
+        body.clone().into_bytes(),
+    )
+    .await;
     assert_eq!(code, 401, "missing signature");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(calls().len(), 1, "nothing queued for unauthenticated webhooks");
+    assert_eq!(
+        calls().len(),
+        1,
+        "nothing queued for unauthenticated webhooks"
+    );
 
     // A push to another branch: accepted and ignored.
     let other = body.replace("refs/heads/main", "refs/heads/feature");
     let sig = format!("sha256={}", sign(secret, other.as_bytes()));
-    let (code, text) = http_async(addr, "POST", "/hooks/github", vec![("X-Hub-Signature-256", sig), ("X-GitHub-Event", "push".into())], other.into_bytes()).await;
-    assert_eq!((code, text.trim()), (202, "ignored: ref refs/heads/feature"));
+    let (code, text) = http_async(
+        addr,
+        "POST",
+        "/hooks/github",
+        vec![
+            ("X-Hub-Signature-256", sig),
+            ("X-GitHub-Event", "push".into()),
+        ],
+        other.into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, text.trim()),
+        (202, "ignored: ref refs/heads/feature")
+    );
     // An unconfigured provider: 404.
-    assert_eq!(http_async(addr, "POST", "/hooks/gitlab", vec![], b"{}".to_vec()).await.0, 404);
+    assert_eq!(
+        http_async(addr, "POST", "/hooks/gitlab", vec![], b"{}".to_vec())
+            .await
+            .0,
+        404
+    );
 
     // A good one: measure POST → reconcile call.
     let mut timings = Vec::new();
@@ -528,7 +660,10 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
             addr,
             "POST",
             "/hooks/github",
-            vec![("X-Hub-Signature-256", sig), ("X-GitHub-Event", "push".into())],
+            vec![
+                ("X-Hub-Signature-256", sig),
+                ("X-GitHub-Event", "push".into()),
+            ],
             body.clone().into_bytes(),
         )
         .await;
@@ -550,46 +685,136 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
         reconciler.drained().await;
     }
     timings.sort();
-    println!("webhook → reconcile: min {:?}, median {:?}, max {:?}", timings[0], timings[2], timings[4]);
-    assert!(timings[4] < Duration::from_secs(2), "over the 2 s budget: {timings:?}");
+    println!(
+        "webhook → reconcile: min {:?}, median {:?}, max {:?}",
+        timings[0], timings[2], timings[4]
+    );
+    assert!(
+        timings[4] < Duration::from_secs(2),
+        "over the 2 s budget: {timings:?}"
+    );
 
     // Status and metrics show the run; no secrets anywhere.
     let (code, status) = http_async(addr, "GET", "/status", vec![], vec![]).await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["clusters"]["lab"]["applied_revision"], head);
-    assert_eq!(v["clusters"]["lab"]["last_run"]["outcome"]["result"], "no-changes");
+    assert_eq!(
+        v["clusters"]["lab"]["last_run"]["outcome"]["result"],
+        "no-changes"
+    );
     assert_eq!(v["source"]["head"], head);
     let (code, metrics) = http_async(addr, "GET", "/metrics", vec![], vec![]).await;
     assert_eq!(code, 200);
-    assert!(metrics.contains(&format!("lxd_gitops_last_applied_revision_info{{cluster=\"lab\",revision=\"{head}\"}} 1")), "{metrics}");
-    assert!(metrics.contains("lxd_gitops_webhook_requests_total{provider=\"github\",result=\"unauthorized\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "lxd_gitops_last_applied_revision_info{{cluster=\"lab\",revision=\"{head}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "lxd_gitops_webhook_requests_total{provider=\"github\",result=\"unauthorized\"} 2"
+        ),
+        "{metrics}"
+    );
     for s in [&status, &metrics] {
         assert!(!s.contains("Secret to Everybody") && !s.contains("let-me-in"));
     }
 
     // Manual runs and suspension need the admin token.
-    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=lab", vec![], vec![]).await.0, 401);
+    assert_eq!(
+        http_async(addr, "POST", "/reconcile?cluster=lab", vec![], vec![])
+            .await
+            .0,
+        401
+    );
     let auth = ("Authorization", "Bearer let-me-in".to_string());
     let before = calls().len();
-    let (code, text) = http_async(addr, "POST", "/reconcile?cluster=lab", vec![auth.clone()], vec![]).await;
+    let (code, text) = http_async(
+        addr,
+        "POST",
+        "/reconcile?cluster=lab",
+        vec![auth.clone()],
+        vec![],
+    )
+    .await;
     assert_eq!(code, 202, "{text}");
     wait_for("manual run", || calls().len() > before).await;
     reconciler.drained().await;
-    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=nope", vec![auth.clone()], vec![]).await.0, 404);
-    assert_eq!(http_async(addr, "POST", "/clusters/lab/suspend", vec![auth.clone()], vec![]).await.0, 200);
+    assert_eq!(
+        http_async(
+            addr,
+            "POST",
+            "/reconcile?cluster=nope",
+            vec![auth.clone()],
+            vec![]
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http_async(
+            addr,
+            "POST",
+            "/clusters/lab/suspend",
+            vec![auth.clone()],
+            vec![]
+        )
+        .await
+        .0,
+        200
+    );
     let before = calls().len();
-    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=lab", vec![auth.clone()], vec![]).await.0, 409);
+    assert_eq!(
+        http_async(
+            addr,
+            "POST",
+            "/reconcile?cluster=lab",
+            vec![auth.clone()],
+            vec![]
+        )
+        .await
+        .0,
+        409
+    );
     let sig = format!("sha256={}", sign(secret, body.as_bytes()));
-    assert_eq!(http_async(addr, "POST", "/hooks/github", vec![("X-Hub-Signature-256", sig)], body.clone().into_bytes()).await.0, 202);
+    assert_eq!(
+        http_async(
+            addr,
+            "POST",
+            "/hooks/github",
+            vec![("X-Hub-Signature-256", sig)],
+            body.clone().into_bytes()
+        )
+        .await
+        .0,
+        202
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(calls().len(), before, "a suspended cluster runs nothing");
     let (_, status) = http_async(addr, "GET", "/status", vec![], vec![]).await;
     assert!(status.contains("\"suspended\":true"), "{status}");
-    assert_eq!(http_async(addr, "POST", "/clusters/lab/resume", vec![auth.clone()], vec![]).await.0, 200);
+    assert_eq!(
+        http_async(
+            addr,
+            "POST",
+            "/clusters/lab/resume",
+            vec![auth.clone()],
+            vec![]
+        )
+        .await
+        .0,
+        200
+    );
     wait_for("catch-up run after resume", || calls().len() > before).await;
 
     // Graceful shutdown.
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -167,13 +167,17 @@ impl AuditWriter {
 
     fn open(&self) -> Result<Repository, GitError> {
         if self.repo_dir.join("HEAD").exists() {
-            Repository::open_bare(&self.repo_dir)
-                .map_err(GitError::git(format!("opening {}", self.repo_dir.display())))
+            Repository::open_bare(&self.repo_dir).map_err(GitError::git(format!(
+                "opening {}",
+                self.repo_dir.display()
+            )))
         } else {
             std::fs::create_dir_all(&self.repo_dir)
                 .map_err(GitError::io("creating the audit clone", &self.repo_dir))?;
-            Repository::init_bare(&self.repo_dir)
-                .map_err(GitError::git(format!("creating {}", self.repo_dir.display())))
+            Repository::init_bare(&self.repo_dir).map_err(GitError::git(format!(
+                "creating {}",
+                self.repo_dir.display()
+            )))
         }
     }
 
@@ -264,7 +268,9 @@ impl AuditWriter {
         let run_dir = format!("runs/{}", run.cluster);
         let mut n = 2;
         while let Some(t) = &base {
-            if t.get_path(std::path::Path::new(&format!("{run_dir}/{name}"))).is_err() {
+            if t.get_path(std::path::Path::new(&format!("{run_dir}/{name}")))
+                .is_err()
+            {
                 break;
             }
             name = format!("{stamp}-{}-{n}.json", short_rev(rev));
@@ -274,7 +280,10 @@ impl AuditWriter {
 
         let previous: Option<ClusterStatus> = base.as_ref().and_then(|t| {
             let entry = t
-                .get_path(std::path::Path::new(&format!("status/{}.json", run.cluster)))
+                .get_path(std::path::Path::new(&format!(
+                    "status/{}.json",
+                    run.cluster
+                )))
                 .ok()?;
             let blob = repo.find_blob(entry.id()).ok()?;
             serde_json::from_slice(blob.content()).ok()
@@ -306,7 +315,12 @@ impl AuditWriter {
         let blob_status = repo
             .blob(&status_json)
             .map_err(GitError::git("writing the status file"))?;
-        let tree = upsert(repo, base.as_ref(), &["runs", &run.cluster, &name], blob_run)?;
+        let tree = upsert(
+            repo,
+            base.as_ref(),
+            &["runs", &run.cluster, &name],
+            blob_run,
+        )?;
         let tree = repo
             .find_tree(tree)
             .map_err(GitError::git("reading the new tree"))?;
@@ -506,7 +520,10 @@ mod tests {
             "status/prod.json",
         ];
         for p in paths {
-            assert!(tree.get_path(std::path::Path::new(p)).is_ok(), "missing {p}");
+            assert!(
+                tree.get_path(std::path::Path::new(p)).is_ok(),
+                "missing {p}"
+            );
         }
         let blob = repo
             .find_blob(tree.get_path(std::path::Path::new(paths[0])).unwrap().id())

@@ -35,7 +35,10 @@ impl LastGood {
         let path = path.into();
         let entries = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                GitError::Config(format!("{}: not a last-good state file: {e}", path.display()))
+                GitError::Config(format!(
+                    "{}: not a last-good state file: {e}",
+                    path.display()
+                ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(GitError::io("reading the last-good state", &path)(e)),
@@ -64,7 +67,10 @@ impl LastGood {
                 applied_at: at,
             },
         );
-        write_atomically(&self.path, &serde_json::to_vec_pretty(&*entries).unwrap_or_default())
+        write_atomically(
+            &self.path,
+            &serde_json::to_vec_pretty(&*entries).unwrap_or_default(),
+        )
     }
 }
 

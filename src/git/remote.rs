@@ -332,7 +332,13 @@ mod tests {
         .unwrap();
         assert_eq!(host_key_known(&kh, "git.example.com", 22, key_a), Ok(true));
         assert_eq!(host_key_known(&kh, "git.example.com", 22, key_b), Ok(false));
-        assert_eq!(host_key_known(&kh, "git.example.com", 2222, key_b), Ok(true));
-        assert_eq!(host_key_known(&kh, "other.example.com", 22, key_a), Ok(false));
+        assert_eq!(
+            host_key_known(&kh, "git.example.com", 2222, key_b),
+            Ok(true)
+        );
+        assert_eq!(
+            host_key_known(&kh, "other.example.com", 22, key_a),
+            Ok(false)
+        );
     }
 }

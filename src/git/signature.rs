@@ -134,10 +134,7 @@ fn verify_ssh(sig: &str, payload: &[u8], allowed_signers: &Path) -> Result<Strin
         }
     }
     if candidates.is_empty() {
-        return Err(format!(
-            "{} names no principals",
-            allowed_signers.display()
-        ));
+        return Err(format!("{} names no principals", allowed_signers.display()));
     }
     let mut last_error = String::new();
     for principal in &candidates {

@@ -111,8 +111,10 @@ impl GitSource {
                 path.display()
             )))
         } else {
-            std::fs::create_dir_all(&self.work_dir)
-                .map_err(GitError::io("creating the source directory", &self.work_dir))?;
+            std::fs::create_dir_all(&self.work_dir).map_err(GitError::io(
+                "creating the source directory",
+                &self.work_dir,
+            ))?;
             Repository::init_bare(&path).map_err(GitError::git(format!(
                 "creating the source clone {}",
                 path.display()
@@ -227,7 +229,7 @@ impl GitSource {
             })
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
-        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (_, old) in dirs.into_iter().skip(KEEP_CHECKOUTS) {
             if let Err(e) = std::fs::remove_dir_all(&old) {
                 tracing::warn!(path = %old.display(), error = %e, "could not remove an old export");

@@ -357,7 +357,10 @@ fn serde_error(
     let where_ = if pointer.is_empty() {
         String::new()
     } else {
-        format!(" (at {})", pointer.trim_start_matches('/').replace('/', "."))
+        format!(
+            " (at {})",
+            pointer.trim_start_matches('/').replace('/', ".")
+        )
     };
     // "unknown field `x`": point at the key itself when we can find it.
     if let Some(field) = message
@@ -386,17 +389,11 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
     let watch_dir = raw.watch_dir.as_deref().map(|p| ctx.path(p));
     if let Some(w) = &watch_dir {
         if !w.is_dir() {
-            return Err(ctx.value_err(
-                "/watch_dir",
-                format!("{} is not a directory", w.display()),
-            ));
+            return Err(ctx.value_err("/watch_dir", format!("{} is not a directory", w.display())));
         }
     }
     if repo.is_none() && watch_dir.is_none() {
-        return Err(ctx.value_err(
-            "",
-            "`repo` is required (or `watch_dir` for development)",
-        ));
+        return Err(ctx.value_err("", "`repo` is required (or `watch_dir` for development)"));
     }
 
     let poll_interval = match &raw.poll_interval {
@@ -526,8 +523,10 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
                     host: ssh.host,
                     port: ssh.port,
                     user: ssh.user,
-                    identity_file: ctx.readable(&format!("{ptr}/ssh/identity_file"), &ssh.identity_file)?,
-                    known_hosts: ctx.readable(&format!("{ptr}/ssh/known_hosts"), &ssh.known_hosts)?,
+                    identity_file: ctx
+                        .readable(&format!("{ptr}/ssh/identity_file"), &ssh.identity_file)?,
+                    known_hosts: ctx
+                        .readable(&format!("{ptr}/ssh/known_hosts"), &ssh.known_hosts)?,
                 },
                 _ => {
                     return Err(ctx.key_err(
@@ -757,15 +756,51 @@ clusters:
     fn errors_carry_positions() {
         let dir = tempfile::tempdir().unwrap();
         let cases: &[(&str, (usize, usize), &str)] = &[
-            ("repo:\n  url: /x\n  brnch: main\n", (3, 3), "unknown field `brnch`"),
-            ("repo: {url: /x}\npoll_interval: soon\n", (2, 16), "invalid duration"),
-            ("repo: {url: /x}\nlisten: everywhere\n", (2, 9), "not an address"),
-            ("repo: {url: /x}\nwebhooks:\n  bitbucket: {secret_file: x}\n", (3, 3), "unknown webhook provider"),
-            ("repo: {url: /x}\nwebhooks:\n  github: {secret_file: missing}\n", (3, 25), "cannot read secret file"),
-            ("repo: {url: /x}\naudit: {branch: main}\n", (2, 17), "watched branch"),
-            ("repo: {url: /x}\nlog_format: xml\n", (2, 13), "unknown variant"),
-            ("repo:\n  url: /x\n  auth: {ssh_key_file: k}\n", (3, 10), "known_hosts_file"),
-            ("repo: {url: /x}\nclusters:\n  lab:\n    suspended: maybe\n", (4, 16), "invalid type"),
+            (
+                "repo:\n  url: /x\n  brnch: main\n",
+                (3, 3),
+                "unknown field `brnch`",
+            ),
+            (
+                "repo: {url: /x}\npoll_interval: soon\n",
+                (2, 16),
+                "invalid duration",
+            ),
+            (
+                "repo: {url: /x}\nlisten: everywhere\n",
+                (2, 9),
+                "not an address",
+            ),
+            (
+                "repo: {url: /x}\nwebhooks:\n  bitbucket: {secret_file: x}\n",
+                (3, 3),
+                "unknown webhook provider",
+            ),
+            (
+                "repo: {url: /x}\nwebhooks:\n  github: {secret_file: missing}\n",
+                (3, 25),
+                "cannot read secret file",
+            ),
+            (
+                "repo: {url: /x}\naudit: {branch: main}\n",
+                (2, 17),
+                "watched branch",
+            ),
+            (
+                "repo: {url: /x}\nlog_format: xml\n",
+                (2, 13),
+                "unknown variant",
+            ),
+            (
+                "repo:\n  url: /x\n  auth: {ssh_key_file: k}\n",
+                (3, 10),
+                "known_hosts_file",
+            ),
+            (
+                "repo: {url: /x}\nclusters:\n  lab:\n    suspended: maybe\n",
+                (4, 16),
+                "invalid type",
+            ),
             ("poll_interval: 1m\n", (1, 1), "`repo` is required"),
         ];
         for (text, (line, column), needle) in cases {
@@ -782,5 +817,27 @@ clusters:
         let c = parse_in(dir.path(), "watch_dir: .\n").unwrap();
         assert!(c.repo.is_none());
         assert_eq!(c.watch_dir, Some(dir.path().join(".")));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// deploy/config.example.yaml stays a valid configuration.
+    #[test]
+    fn the_shipped_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../deploy/config.example.yaml")
+            .replace("/etc/lxd-gitops/", &format!("{}/", dir.path().display()));
+        let creds = dir.path().join("credentials");
+        std::fs::create_dir_all(&creds).unwrap();
+        for f in ["git-token", "webhook-github", "lab-ssh-key", "known_hosts"] {
+            std::fs::write(creds.join(f), "x\n").unwrap();
+        }
+        let c = Config::parse(&text, "config.example.yaml", dir.path()).unwrap();
+        assert_eq!(c.repo.unwrap().path, "fleet");
+        assert_eq!(c.clusters["lab"].snapd.len(), 2);
+        assert!(c.webhooks.contains_key(&Provider::GitHub));
     }
 }

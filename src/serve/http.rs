@@ -63,7 +63,12 @@ pub fn router<R: Reconcile>(reconciler: Reconciler<R>, options: HttpOptions) -> 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {
     let mut b = body.into();
     b.push('\n');
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], b).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        b,
+    )
+        .into_response()
 }
 
 async fn hook<R: Reconcile>(
@@ -134,10 +139,9 @@ async fn hook<R: Reconcile>(
 }
 
 /// Checks the admin token when one is configured (constant time, length hidden).
-fn authorized<R: Reconcile>(app: &App<R>, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &app.options.admin_token else {
-        return Ok(());
-    };
+/// The 401 to answer with, if the request lacks it.
+fn unauthorized<R: Reconcile>(app: &App<R>, headers: &HeaderMap) -> Option<Response> {
+    let token = app.options.admin_token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -145,9 +149,9 @@ fn authorized<R: Reconcile>(app: &App<R>, headers: &HeaderMap) -> Result<(), Res
         .unwrap_or("");
     let ok = Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.expose()));
     if bool::from(ok) && !given.is_empty() {
-        Ok(())
+        None
     } else {
-        Err(text(StatusCode::UNAUTHORIZED, "admin token required"))
+        Some(text(StatusCode::UNAUTHORIZED, "admin token required"))
     }
 }
 
@@ -170,7 +174,7 @@ async fn reconcile<R: Reconcile>(
     Query(q): Query<ReconcileQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&app, &headers) {
+    if let Some(r) = unauthorized(&app, &headers) {
         return r;
     }
     match q.cluster {
@@ -198,7 +202,7 @@ async fn suspend<R: Reconcile>(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&app, &headers) {
+    if let Some(r) = unauthorized(&app, &headers) {
         return r;
     }
     match app.reconciler.suspend(&name) {
@@ -212,7 +216,7 @@ async fn resume<R: Reconcile>(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&app, &headers) {
+    if let Some(r) = unauthorized(&app, &headers) {
         return r;
     }
     match app.reconciler.resume(&name) {

@@ -234,16 +234,31 @@ mod tests {
         let m = Metrics::new();
         let mut report = RunReport::new(Some("abc".into()), Outcome::Applied);
         report.drift.insert(Kind::Profile, 3);
-        m.record_run("lab", &report, std::time::Duration::from_millis(1500), Utc::now());
+        m.record_run(
+            "lab",
+            &report,
+            std::time::Duration::from_millis(1500),
+            Utc::now(),
+        );
         report.revision = Some("def".into());
-        m.record_run("lab", &report, std::time::Duration::from_millis(10), Utc::now());
+        m.record_run(
+            "lab",
+            &report,
+            std::time::Duration::from_millis(10),
+            Utc::now(),
+        );
         let held = RunReport {
             outcome: Outcome::Held {
                 reason: "window".into(),
             },
             ..report.clone()
         };
-        m.record_run("prod", &held, std::time::Duration::from_millis(10), Utc::now());
+        m.record_run(
+            "prod",
+            &held,
+            std::time::Duration::from_millis(10),
+            Utc::now(),
+        );
         m.record_run(
             "prod",
             &RunReport::new(None, Outcome::Failed { error: "x".into() }),

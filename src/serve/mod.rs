@@ -31,8 +31,7 @@ pub mod webhook;
 
 pub use config::{Config, LogFormat, Secret};
 pub use reconciler::{
-    ApplyGate, FleetHead, LoopOptions, Reconcile, Reconciler, RefreshError, RunContext,
-    StopSignal,
+    ApplyGate, FleetHead, LoopOptions, Reconcile, Reconciler, RefreshError, RunContext, StopSignal,
 };
 pub use schedule::{ClusterSchedule, SyncWindows};
 

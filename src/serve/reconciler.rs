@@ -48,7 +48,9 @@ pub enum ApplyGate {
     Open,
     /// Outside the sync windows: plan, report drift, apply nothing, return
     /// `Outcome::Held`. The loop starts a `WindowOpen` run at `reopens`.
-    Held { reopens: Option<DateTime<Utc>> },
+    Held {
+        reopens: Option<DateTime<Utc>>,
+    },
 }
 
 /// Tells a run that the daemon is stopping: finish the step in flight, start no
@@ -96,11 +98,7 @@ pub struct RunContext {
 /// twice at once for one cluster; different clusters run concurrently.
 pub trait Reconcile: Send + Sync + 'static {
     fn refresh(&self) -> impl Future<Output = Result<FleetHead, RefreshError>> + Send;
-    fn reconcile(
-        &self,
-        cluster: &str,
-        ctx: RunContext,
-    ) -> impl Future<Output = RunReport> + Send;
+    fn reconcile(&self, cluster: &str, ctx: RunContext) -> impl Future<Output = RunReport> + Send;
 }
 
 /// Options the loop starts with.
@@ -724,8 +722,11 @@ async fn timers<R: Reconcile>(shared: Arc<Shared<R>>) {
                 if let Some(t) = slot.next_drift {
                     if t <= now {
                         due.push((name.clone(), Trigger::Cron));
-                        slot.next_drift =
-                            slot.schedule.drift.as_ref().and_then(|l| l.next_after(&now));
+                        slot.next_drift = slot
+                            .schedule
+                            .drift
+                            .as_ref()
+                            .and_then(|l| l.next_after(&now));
                     }
                 }
                 if let Some(t) = slot.held_until {
@@ -784,7 +785,12 @@ mod tests {
         fn new(names: &[&str]) -> Stub {
             Stub {
                 head: Mutex::new("rev1".into()),
-                clusters: Mutex::new(names.iter().map(|n| ClusterSchedule::unscheduled(*n)).collect()),
+                clusters: Mutex::new(
+                    names
+                        .iter()
+                        .map(|n| ClusterSchedule::unscheduled(*n))
+                        .collect(),
+                ),
                 refreshes: AtomicUsize::new(0),
                 calls: Mutex::new(Vec::new()),
                 release: Semaphore::new(0),
@@ -805,10 +811,11 @@ mod tests {
             })
         }
         async fn reconcile(&self, cluster: &str, ctx: RunContext) -> RunReport {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((cluster.to_string(), ctx.trigger.clone(), ctx.apply.clone()));
+            self.calls.lock().unwrap().push((
+                cluster.to_string(),
+                ctx.trigger.clone(),
+                ctx.apply.clone(),
+            ));
             if self.panic_on.as_deref() == Some(cluster) {
                 panic!("stub panics for {cluster}");
             }
@@ -826,7 +833,10 @@ mod tests {
     async fn until(what: &str, f: impl Fn() -> bool) {
         let t0 = Instant::now();
         while !f() {
-            assert!(t0.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -846,7 +856,12 @@ mod tests {
         let r = started(&["lab"]).await;
         assert_eq!(r.trigger("lab", Trigger::Cron), Ok(Enqueued::Started));
         until("run 2", || r.pipeline().calls().len() == 2).await;
-        for t in [Trigger::Cron, Trigger::Manual, Trigger::Watch, Trigger::Cron] {
+        for t in [
+            Trigger::Cron,
+            Trigger::Manual,
+            Trigger::Watch,
+            Trigger::Cron,
+        ] {
             assert_eq!(r.trigger("lab", t), Ok(Enqueued::Coalesced));
         }
         let st = r.status();
@@ -854,11 +869,19 @@ mod tests {
         assert_eq!(st.clusters["lab"].pending, Some(Trigger::Manual));
         r.pipeline().release.add_permits(1);
         until("run 3", || r.pipeline().calls().len() == 3).await;
-        assert_eq!(r.pipeline().calls()[2].1, Trigger::Manual, "the strongest trigger is kept");
+        assert_eq!(
+            r.pipeline().calls()[2].1,
+            Trigger::Manual,
+            "the strongest trigger is kept"
+        );
         r.pipeline().release.add_permits(1);
         r.drained().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(r.pipeline().calls().len(), 3, "no run beyond the one pending");
+        assert_eq!(
+            r.pipeline().calls().len(),
+            3,
+            "no run beyond the one pending"
+        );
         let st = r.status();
         assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
         assert_eq!(st.clusters["lab"].applied_revision.as_deref(), Some("rev1"));
@@ -894,7 +917,10 @@ mod tests {
         let r = started(&["lab"]).await;
         let refreshes = r.pipeline().refreshes.load(Ordering::SeqCst);
         r.poll().unwrap();
-        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) > refreshes).await;
+        until("refresh", || {
+            r.pipeline().refreshes.load(Ordering::SeqCst) > refreshes
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(r.pipeline().calls().len(), 1, "same head: nothing to do");
         *r.pipeline().head.lock().unwrap() = "rev2".into();
@@ -960,9 +986,18 @@ mod tests {
         let done = tokio::spawn(async move { r2.shutdown().await });
         stop.stopped().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!done.is_finished(), "shutdown must wait for the run in flight");
-        assert_eq!(r.trigger("lab", Trigger::Manual), Err(TriggerError::ShuttingDown));
-        assert_eq!(r.trigger_all(Trigger::Manual), Err(TriggerError::ShuttingDown));
+        assert!(
+            !done.is_finished(),
+            "shutdown must wait for the run in flight"
+        );
+        assert_eq!(
+            r.trigger("lab", Trigger::Manual),
+            Err(TriggerError::ShuttingDown)
+        );
+        assert_eq!(
+            r.trigger_all(Trigger::Manual),
+            Err(TriggerError::ShuttingDown)
+        );
         r.pipeline().release.add_permits(1);
         tokio::time::timeout(Duration::from_secs(5), done)
             .await
@@ -984,10 +1019,19 @@ mod tests {
         let st = r.status();
         assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
         assert_eq!(
-            st.clusters["lab"].last_run.as_ref().unwrap().report.outcome.name(),
+            st.clusters["lab"]
+                .last_run
+                .as_ref()
+                .unwrap()
+                .report
+                .outcome
+                .name(),
             "failed"
         );
-        assert!(r.metrics().encode().contains("lxd_gitops_reconcile_failures_total{cluster=\"lab\"} 1"));
+        assert!(r
+            .metrics()
+            .encode()
+            .contains("lxd_gitops_reconcile_failures_total{cluster=\"lab\"} 1"));
     }
 
     #[tokio::test]
@@ -999,7 +1043,10 @@ mod tests {
             },
         );
         r.trigger_all(Trigger::Startup).unwrap();
-        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) == 1).await;
+        until("refresh", || {
+            r.pipeline().refreshes.load(Ordering::SeqCst) == 1
+        })
+        .await;
         until("cluster known", || r.status().clusters.contains_key("lab")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(r.pipeline().calls().is_empty());

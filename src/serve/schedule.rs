@@ -287,7 +287,9 @@ mod tests {
         };
         let s = ClusterSchedule::from_policy("lab", &policy).unwrap();
         assert_eq!(
-            s.drift.as_ref().and_then(|l| next_drift_tick(l, at(23, 10, 5))),
+            s.drift
+                .as_ref()
+                .and_then(|l| next_drift_tick(l, at(23, 10, 5))),
             Some(at(23, 11, 0))
         );
         assert!(!s.windows.allows(at(23, 9, 30)));

@@ -42,15 +42,14 @@ pub fn spawn_watcher<R: Reconcile>(
 ) -> notify::Result<()> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) if ev.kind.is_access() => {}
             Ok(_) => {
                 let _ = tx.send(());
             }
             Err(e) => tracing::warn!(error = %e, "file watch error"),
-        }
-    })?;
+        })?;
     watcher.watch(&dir, RecursiveMode::Recursive)?;
     tracing::info!(dir = %dir.display(), "watching for changes (development mode)");
     tokio::spawn(async move {

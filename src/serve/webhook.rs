@@ -154,7 +154,10 @@ pub fn verify(
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// `hex_sig` is the hex HMAC-SHA256 the sender computed; `verify_slice` compares in
@@ -162,8 +165,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn check_hmac(secret: &[u8], body: &[u8], hex_sig: Option<&str>) -> Result<(), WebhookError> {
     let hex_sig = hex_sig.ok_or(WebhookError::BadSignature)?;
     let given = hex::decode(hex_sig).map_err(|_| WebhookError::BadSignature)?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::BadSignature)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::BadSignature)?;
     mac.update(body);
     mac.verify_slice(&given)
         .map_err(|_| WebhookError::BadSignature)
@@ -286,7 +288,10 @@ mod tests {
             verify(Provider::Gitea, &h, PUSH, secret),
             Ok(WebhookEvent::Push(_))
         ));
-        let h = headers(&[("x-gitea-signature", &format!("sha256={}", sign(secret, PUSH)))]);
+        let h = headers(&[(
+            "x-gitea-signature",
+            &format!("sha256={}", sign(secret, PUSH)),
+        )]);
         assert_eq!(
             verify(Provider::Gitea, &h, PUSH, secret),
             Err(WebhookError::BadSignature)
@@ -326,10 +331,7 @@ mod tests {
     fn generic_form() {
         let secret = b"generic";
         let body = br#"{"ref":"refs/heads/ops","after":"abc123"}"#;
-        let h = headers(&[(
-            "x-signature-256",
-            &format!("sha256={}", sign(secret, body)),
-        )]);
+        let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
         assert_eq!(
             verify(Provider::Generic, &h, body, secret),
             Ok(WebhookEvent::Push(PushEvent {
@@ -349,13 +351,17 @@ mod tests {
         let body = b"not json";
         let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
         assert_eq!(
-            verify(Provider::Generic, &h, body, secret).unwrap_err().status(),
+            verify(Provider::Generic, &h, body, secret)
+                .unwrap_err()
+                .status(),
             400
         );
         // Unauthenticated garbage is a 401, not a parse error.
         let h = headers(&[("x-signature-256", "sha256=00")]);
         assert_eq!(
-            verify(Provider::Generic, &h, body, secret).unwrap_err().status(),
+            verify(Provider::Generic, &h, body, secret)
+                .unwrap_err()
+                .status(),
             401
         );
         let big = vec![b' '; MAX_BODY_BYTES + 1];
