@@ -325,6 +325,149 @@ fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
     assert!(matches!(src.sync(), Err(GitError::Signature { .. })));
 }
 
+/// An sshd on a loopback port serving the test's repositories (needs root for
+/// sshd's privilege separation; skipped otherwise).
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+    wrong_known_hosts: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sshd() -> Option<Sshd> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" || !Path::new("/usr/sbin/sshd").exists() {
+        return None;
+    }
+    std::fs::create_dir_all("/run/sshd").ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let (host_key, host_pub) = ssh_keygen(dir.path(), "hostkey");
+    let (_, other_pub) = ssh_keygen(dir.path(), "otherhost");
+    let (client_key, client_pub) = ssh_keygen(dir.path(), "client");
+    let authorized = dir.path().join("authorized_keys");
+    std::fs::write(&authorized, format!("{client_pub}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\nSetEnv PATH=/usr/local/bin:/usr/bin:/bin\n",
+            host_key.display(),
+            authorized.display()
+        ),
+    )
+    .unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}\n")).unwrap();
+    let wrong_known_hosts = dir.path().join("wrong_known_hosts");
+    std::fs::write(
+        &wrong_known_hosts,
+        format!("[127.0.0.1]:{port} {other_pub}\n"),
+    )
+    .unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .arg("-E")
+        .arg(dir.path().join("sshd.log"))
+        .spawn()
+        .ok()?;
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t0.elapsed() > Duration::from_secs(5) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Sshd {
+        child,
+        port,
+        _dir: dir,
+        client_key,
+        known_hosts,
+        wrong_known_hosts,
+    })
+}
+
+#[test]
+fn ssh_remotes_use_the_key_and_pin_the_host_key() {
+    let Some(sshd) = start_sshd() else {
+        eprintln!("sshd not usable here (needs root and /usr/sbin/sshd): skipped");
+        return;
+    };
+    let remote = Remote::new();
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, remote.url());
+    let state = tempfile::tempdir().unwrap();
+    let auth = RemoteAuth::SshKey {
+        private_key_file: sshd.client_key.clone(),
+        known_hosts_file: sshd.known_hosts.clone(),
+    };
+    let src = GitSource::new(
+        SourceSpec {
+            auth: auth.clone(),
+            ..spec(&url, SignaturePolicy::None)
+        },
+        state.path().join("src"),
+    )
+    .unwrap();
+    let rev = src.sync().unwrap();
+    assert_eq!(rev.commit, git(&remote.work, &["rev-parse", "HEAD"]));
+
+    // A host key that is not the pinned one: refused before any credential is sent.
+    let pinned_wrong = GitSource::new(
+        SourceSpec {
+            auth: RemoteAuth::SshKey {
+                private_key_file: sshd.client_key.clone(),
+                known_hosts_file: sshd.wrong_known_hosts.clone(),
+            },
+            ..spec(&url, SignaturePolicy::None)
+        },
+        state.path().join("src2"),
+    )
+    .unwrap();
+    let err = pinned_wrong.sync().unwrap_err();
+    assert!(err.to_string().contains("host key"), "{err}");
+
+    // The audit writer pushes over SSH as well.
+    let bot = Person {
+        name: "lxd-gitops".into(),
+        email: "bot@example.com".into(),
+    };
+    let writer = AuditWriter::new(
+        AuditSpec {
+            url,
+            auth,
+            branch: "lxd-gitops/audit".into(),
+            source_branch: "main".into(),
+            author: bot.clone(),
+            committer: bot,
+            push: true,
+            max_attempts: 2,
+        },
+        state.path().join("audit"),
+    )
+    .unwrap();
+    let id = writer.record(&audit_run("lab", 1)).unwrap();
+    assert_eq!(
+        git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]),
+        id.to_string()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Audit writer
 // ---------------------------------------------------------------------------

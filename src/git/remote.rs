@@ -136,8 +136,29 @@ pub(crate) fn host_key_known(
     Ok(known)
 }
 
+/// What the callbacks saw, for error messages libgit2 would otherwise replace
+/// with its own ("invalid or unknown remote ssh hostkey").
+#[derive(Default)]
+pub(crate) struct Notes {
+    host_key: std::cell::RefCell<Option<String>>,
+}
+
+impl Notes {
+    /// The message to report for `e`: ours when a callback refused.
+    fn message(&self, e: &git2::Error) -> String {
+        self.host_key
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| e.message().to_string())
+    }
+}
+
 /// Callbacks that answer credential requests and pin SSH host keys.
-pub(crate) fn callbacks<'a>(auth: &'a RemoteAuth, url: &str) -> RemoteCallbacks<'a> {
+pub(crate) fn callbacks<'a>(
+    auth: &'a RemoteAuth,
+    url: &str,
+    notes: &'a Notes,
+) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     // libgit2 asks again after a refused credential; a second ask means "refused".
     let asked = Cell::new(0u32);
@@ -196,14 +217,16 @@ pub(crate) fn callbacks<'a>(auth: &'a RemoteAuth, url: &str) -> RemoteCallbacks<
                     "the SSH server sent no host key to check",
                 ));
             };
-            match host_key_known(known_hosts_file, hostname, port, key) {
-                Ok(true) => Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => Err(git2::Error::from_str(&format!(
-                    "the host key of {hostname} is not in {}",
+            let problem = match host_key_known(known_hosts_file, hostname, port, key) {
+                Ok(true) => return Ok(CertificateCheckStatus::CertificateOk),
+                Ok(false) => format!(
+                    "the host key of {hostname} (port {port}) is not in {}",
                     known_hosts_file.display()
-                ))),
-                Err(e) => Err(git2::Error::from_str(&e)),
-            }
+                ),
+                Err(e) => e,
+            };
+            *notes.host_key.borrow_mut() = Some(problem.clone());
+            Err(git2::Error::from_str(&problem))
         });
     }
     cb
@@ -216,15 +239,16 @@ pub(crate) fn fetch(
     auth: &RemoteAuth,
     refspecs: &[String],
 ) -> Result<(), GitError> {
+    let notes = Notes::default();
     let fail = |e: git2::Error| GitError::Fetch {
         url: redact_url(url),
-        message: e.message().to_string(),
+        message: notes.message(&e),
     };
     let mut remote = repo.remote_anonymous(url).map_err(fail)?;
     let mut proxy = ProxyOptions::new();
     proxy.auto();
     let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks(auth, url))
+    opts.remote_callbacks(callbacks(auth, url, &notes))
         .download_tags(git2::AutotagOption::None)
         .proxy_options(proxy);
     remote.fetch(refspecs, Some(&mut opts), None).map_err(fail)
@@ -246,11 +270,12 @@ pub(crate) fn push(
     auth: &RemoteAuth,
     refspec: &str,
 ) -> Result<(), PushFailure> {
+    let notes = Notes::default();
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| PushFailure::Other(e.message().to_string()))?;
     let rejected: std::rc::Rc<Cell<Option<String>>> = Default::default();
-    let mut cb = callbacks(auth, url);
+    let mut cb = callbacks(auth, url, &notes);
     let seen = rejected.clone();
     cb.push_update_reference(move |_refname, status| {
         if let Some(msg) = status {
@@ -266,7 +291,7 @@ pub(crate) fn push(
     drop(remote);
     match result {
         Err(e) if is_non_fast_forward(&e) => Err(PushFailure::Rejected(e.message().to_string())),
-        Err(e) => Err(PushFailure::Other(e.message().to_string())),
+        Err(e) => Err(PushFailure::Other(notes.message(&e))),
         Ok(()) => match rejected.take() {
             Some(msg) => Err(PushFailure::Rejected(msg)),
             None => Ok(()),
