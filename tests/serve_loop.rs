@@ -468,6 +468,150 @@ fn ssh_remotes_use_the_key_and_pin_the_host_key() {
     );
 }
 
+/// Smart HTTP in front of `git http-backend` (CGI), demanding Basic auth with
+/// `x-access-token:<token>`, the way GitHub takes a token.
+async fn git_http_server(root: PathBuf, token: &'static str) -> std::net::SocketAddr {
+    use axum::body::{to_bytes, Body};
+    use axum::http::{Request, Response, StatusCode};
+    use base64::Engine;
+    let handler = move |req: Request<Body>| {
+        let root = root.clone();
+        async move {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+            );
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if auth != Some(expected.as_str()) {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("WWW-Authenticate", "Basic realm=\"git\"")
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let content_type = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let encoding = req
+                .headers()
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+            let out = tokio::task::spawn_blocking(move || {
+                let mut child = Command::new("git")
+                    .arg("http-backend")
+                    .env("GIT_PROJECT_ROOT", &root)
+                    .env("GIT_HTTP_EXPORT_ALL", "1")
+                    .env("REQUEST_METHOD", method)
+                    .env("PATH_INFO", path)
+                    .env("QUERY_STRING", query)
+                    .env("CONTENT_TYPE", content_type)
+                    .env("HTTP_CONTENT_ENCODING", encoding)
+                    .env("CONTENT_LENGTH", body.len().to_string())
+                    .env("REMOTE_USER", "x-access-token")
+                    .env("REMOTE_ADDR", "127.0.0.1")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(&body).unwrap();
+                child.wait_with_output().unwrap().stdout
+            })
+            .await
+            .unwrap();
+            let split = out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+                .unwrap();
+            let head = String::from_utf8_lossy(&out[..split.0]).to_string();
+            let mut resp = Response::builder();
+            for line in head.lines() {
+                let (k, v) = line.split_once(':').unwrap();
+                if k.eq_ignore_ascii_case("status") {
+                    resp = resp.status(v.trim()[..3].parse::<u16>().unwrap());
+                } else {
+                    resp = resp.header(k.trim(), v.trim());
+                }
+            }
+            resp.body(Body::from(out[split.0 + split.1..].to_vec()))
+                .unwrap()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_remotes_send_the_token_from_its_file() {
+    let remote = Remote::new();
+    let root = remote.bare.parent().unwrap().to_path_buf();
+    let addr = git_http_server(root, "t0ken").await;
+    let url = format!("http://{addr}/fleet.git");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let source = Arc::new(
+        GitSource::new(
+            SourceSpec {
+                auth: RemoteAuth::token(&token_file),
+                ..spec(&url, SignaturePolicy::None)
+            },
+            dir.path().join("src"),
+        )
+        .unwrap(),
+    );
+    let s = source.clone();
+    let rev = tokio::task::spawn_blocking(move || s.sync())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rev.commit, git(&remote.work, &["rev-parse", "HEAD"]));
+
+    // A wrong token: refused once, reported, and the token never appears.
+    std::fs::write(&token_file, "wrong-token\n").unwrap();
+    let other = Arc::new(
+        GitSource::new(
+            SourceSpec {
+                auth: RemoteAuth::token(&token_file),
+                ..spec(&url, SignaturePolicy::None)
+            },
+            dir.path().join("src2"),
+        )
+        .unwrap(),
+    );
+    let err = tokio::task::spawn_blocking(move || other.sync())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GitError::Fetch { .. }), "{text}");
+    assert!(!text.contains("wrong-token"), "{text}");
+
+    // Without credentials configured: a clear error.
+    let anon = GitSource::new(spec(&url, SignaturePolicy::None), dir.path().join("src3")).unwrap();
+    let err = tokio::task::spawn_blocking(move || anon.sync())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("credentials"), "{err}");
+}
+
 // ---------------------------------------------------------------------------
 // Audit writer
 // ---------------------------------------------------------------------------
