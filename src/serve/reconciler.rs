@@ -71,6 +71,7 @@ impl StopSignal {
     /// A signal that never fires (tests, one-shot CLI use).
     pub fn never() -> StopSignal {
         let (tx, rx) = watch::channel(false);
+        // A dropped sender would make `stopped()` resolve at once; keep it alive.
         std::mem::forget(tx);
         StopSignal(rx)
     }
