@@ -830,17 +830,10 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     );
     let config = Config::parse(&config_text, "config.yaml", dir.path()).unwrap();
     assert!(!format!("{config:?}").contains("Secret to Everybody"));
-    let repo = config.repo.clone().unwrap();
     let source = Arc::new(
         GitSource::new(
-            SourceSpec {
-                url: repo.url,
-                branch: repo.branch,
-                path: repo.path,
-                auth: repo.auth,
-                signature: repo.signature,
-            },
-            config.state_dir.join("source"),
+            config.repo.as_ref().unwrap().source_spec(),
+            config.source_dir(),
         )
         .unwrap(),
     );

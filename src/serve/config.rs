@@ -8,9 +8,10 @@
 
 use crate::fleet::cron::parse_duration;
 use crate::fleet::yaml::{parse_documents, Document, Pos};
-use crate::git::audit::{Person, DEFAULT_AUDIT_BRANCH};
+use crate::git::audit::{AuditSpec, Person, DEFAULT_AUDIT_BRANCH};
 use crate::git::remote::{RemoteAuth, DEFAULT_TOKEN_USERNAME};
 use crate::git::signature::SignaturePolicy;
+use crate::git::source::SourceSpec;
 use crate::serve::webhook::Provider;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -131,6 +132,52 @@ pub struct Config {
     pub watch_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub clusters: BTreeMap<String, ClusterRuntime>,
+}
+
+impl RepoConfig {
+    /// The git source this repository section describes.
+    pub fn source_spec(&self) -> SourceSpec {
+        SourceSpec {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+            path: self.path.clone(),
+            auth: self.auth.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Where the git source keeps its clone and exports.
+    pub fn source_dir(&self) -> PathBuf {
+        self.state_dir.join("source")
+    }
+
+    /// The audit writer's own clone.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.state_dir.join("audit.git")
+    }
+
+    /// The last-good state file.
+    pub fn last_good_path(&self) -> PathBuf {
+        self.state_dir.join("last-good.json")
+    }
+
+    /// Audit commits go to the fleet repository (same URL and credentials), on
+    /// the audit branch. None without a repository (development with `watch_dir`).
+    pub fn audit_spec(&self) -> Option<AuditSpec> {
+        let repo = self.repo.as_ref()?;
+        Some(AuditSpec {
+            url: repo.url.clone(),
+            auth: repo.auth.clone(),
+            branch: self.audit.branch.clone(),
+            source_branch: repo.branch.clone(),
+            author: self.audit.author.clone(),
+            committer: self.audit.committer.clone(),
+            push: self.audit.push,
+            max_attempts: 5,
+        })
+    }
 }
 
 /// A problem in the configuration file, located.
@@ -686,6 +733,13 @@ mod tests {
         assert!(c.audit.push);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/lxd-gitops"));
         assert_eq!(c.log_format, LogFormat::Text);
+        let audit = c.audit_spec().unwrap();
+        assert_eq!(
+            (audit.branch.as_str(), audit.source_branch.as_str()),
+            ("lxd-gitops/audit", "main")
+        );
+        assert_eq!(r.source_spec().url, "https://example.com/fleet.git");
+        assert_eq!(c.source_dir(), PathBuf::from("/var/lib/lxd-gitops/source"));
     }
 
     #[test]
