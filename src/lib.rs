@@ -8,3 +8,6 @@ pub mod apply;
 pub mod fleet;
 pub mod lxd;
 pub mod model;
+pub mod git;
+pub mod run;
+pub mod serve;
