@@ -6,8 +6,9 @@
 
 pub mod apply;
 pub mod fleet;
+pub mod git;
 pub mod lxd;
 pub mod model;
-pub mod git;
+pub mod plan;
 pub mod run;
 pub mod serve;

@@ -26,6 +26,11 @@ pub type Devices = BTreeMap<String, ConfigMap>;
 pub const OWNER_KEY: &str = "user.lxd-gitops.owner";
 /// The image property that carries ownership (images have properties, not config).
 pub const IMAGE_OWNER_PROPERTY: &str = "lxd-gitops.owner";
+/// Server config key listing the objects without config of their own that the fleet
+/// created (trust certificates, cluster groups), as `Certificate/<name>` and
+/// `ClusterGroup/<name>`, comma-separated and sorted. Prune deletes such objects
+/// only when they are listed here; the planner keeps the key up to date.
+pub const INVENTORY_KEY: &str = "user.lxd-gitops.inventory";
 
 /// Every kind of object a fleet repository can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -558,6 +563,9 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Primary alias of an `Image` in the same project. Only used at creation.
+    /// Live: an alias of the image the instance was created from, when the reader
+    /// could match `base_image` to an image still present; None when unknown (the
+    /// planner then does not compare images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default = "default_profiles")]
@@ -654,6 +662,18 @@ pub struct SnapSettings {
 
 /// All objects of one cluster, keyed for deterministic order. The fleet loader
 /// fills it from YAML (desired); the live reader fills it from LXD (live).
+///
+/// Conventions of the live side (the planner relies on them):
+/// - `images` holds one entry per `project/<alias>` for EVERY alias of an image, all
+///   entries of one image sharing its `fingerprint`; the entry's `name` is that alias
+///   and `aliases` lists all of the image's aliases. An image without any alias is
+///   keyed `project/<fingerprint>` with `name` = the fingerprint.
+/// - `server_config` holds the cluster-wide keys of `GET /1.0` (member-local keys,
+///   if present, are ignored by the planner); member-local keys of each member go in
+///   `members[m].server_config`.
+/// - `instances[..].state` mirrors `status` (`Running`/`Frozen` → running).
+/// - `certificates` is keyed by name; members' own `server` entries are included
+///   (the planner never touches them).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterObjects {
@@ -731,7 +751,9 @@ pub struct LiveState {
     /// The fleet's name for the cluster.
     pub cluster: String,
     pub objects: ClusterObjects,
-    /// ETags LXD returned, by object (`Kind/project/name` or `Kind/name`), for If-Match.
+    /// ETags LXD returned, for If-Match. Keys: the object's `ObjectRef` display
+    /// (`Kind/project/name` or `Kind/name`; images: `Image/<project>/<alias>` for any
+    /// alias), `Server` for `/1.0` and `Server/<member>` for `/1.0?target=<member>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub etags: BTreeMap<String, String>,
     /// Objects that could not be read completely (offline member, ...). The planner
