@@ -3,4 +3,5 @@
 //! Owns: request shapes per kind (`requests`). Must not: diff (the planner does).
 
 pub mod engine;
+pub mod executor;
 pub mod requests;

@@ -92,6 +92,7 @@ pub fn member(v: &Value) -> Member {
             .unwrap_or_else(|| "default".into()),
         config: config(v.get("config")),
         groups: strings(v, "groups"),
+        join_fingerprint: None,
         server_config: ConfigMap::new(),
         ensure: if s(v, "status") == "Evacuated" {
             MemberEnsure::Evacuated

@@ -343,6 +343,10 @@ pub struct Member {
     pub config: ConfigMap,
     #[serde(default = "default_groups")]
     pub groups: Vec<String>,
+    /// SHA-256 fingerprint of the new server's own certificate, to pin it while
+    /// joining it (after the join it serves the cluster certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_fingerprint: Option<String>,
     /// Member-local server config (`core.https_address`, `storage.images_volume`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_config: ConfigMap,
