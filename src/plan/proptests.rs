@@ -91,6 +91,7 @@ fn desired(d: &mut Dice) -> DesiredCluster {
                 failure_domain: d.pick(&["default", "rack1"]).into(),
                 config: d.config(&["scheduler.instance", "user.rack"], 1),
                 groups,
+                join_fingerprint: None,
                 server_config: d.config(&["core.metrics_address", "core.bgp_address"], 1),
                 ensure,
                 evacuate: false,
