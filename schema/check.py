@@ -174,7 +174,8 @@ def line_col(text: str, index: int) -> tuple[int, int]:
 
 def load_repo(root: Path, diags: list) -> list[Doc]:
     docs = []
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+    # Fleet documents live below clusters/; other YAML in the repository (CI, docs) is not read.
+    files = sorted(p for p in (root / "clusters").rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     for path in files:
         rel = path.relative_to(root).as_posix()
@@ -188,7 +189,8 @@ def load_repo(root: Path, diags: list) -> list[Doc]:
             nodes = list(yaml.compose_all(text, Loader=Loader12))
         except yaml.MarkedYAMLError as e:
             m = e.problem_mark or e.context_mark
-            diags.append(Diag(rel, m.line + 1, m.column + 1, f"YAML syntax error: {e.problem}", syntax=True))
+            problem = e.problem + (" (tabs cannot indent YAML)" if "'\\t'" in (e.problem or "") else "")
+            diags.append(Diag(rel, m.line + 1, m.column + 1, f"YAML syntax error: {problem}", syntax=True))
             continue
         except yaml.reader.ReaderError as e:
             diags.append(Diag(rel, *line_col(text, e.position), f"YAML syntax error: {e.reason}", syntax=True))
@@ -225,6 +227,23 @@ def unknown_field_hint(kind: str, key: str, allowed) -> str:
     return "expected one of: " + ", ".join(allowed)
 
 
+def false_schema_path(kind: str, e, doc: Doc) -> tuple:
+    """python-jsonschema reports a `false` property subschema at the parent object
+    (the Rust crate reports the property itself): find the property."""
+    path = tuple(e.absolute_path)
+    if list(e.schema_path)[-1:] != ["properties"]:
+        return path
+    schema = VALIDATORS[kind].schema
+    node = schema
+    for part in e.schema_path:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]] if part == "$ref" else node[part]
+    parent = doc.value
+    for p in path:
+        parent = parent[p]
+    forbidden = [k for k, v in node.items() if v is False and k in parent and parent[k] == e.instance]
+    return path + (forbidden[0],) if forbidden else path
+
+
 def schema_diags(doc: Doc) -> list[Diag]:
     out = []
     kind = doc.kind
@@ -249,6 +268,7 @@ def schema_diags(doc: Doc) -> list[Diag]:
             name = m.group(1) if m else e.message
             out.append(Diag(doc.file, *doc.at(path), f"missing required field `{name}`"))
         elif e.validator is None:  # a `false` subschema
+            path = false_schema_path(kind, e, doc)
             out.append(Diag(doc.file, *doc.at(path), f"field `{path[-1]}` is not allowed here ({e.message})"))
         else:
             out.append(Diag(doc.file, *doc.at(path), e.message))
