@@ -78,14 +78,14 @@ class Loader12(yaml.SafeLoader):
 
 Loader12.yaml_implicit_resolvers = {}
 for _tag, _re, _first in [
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN" + ""),
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    ("tag:yaml.org,2002:float",
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    ("float",
      r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-     "-+0123456789."),
+     list("-+0123456789.")),
 ]:
-    Loader12.add_implicit_resolver(_tag, re.compile(_re), list(_first) + ([""] if "null" in _tag else []))
+    Loader12.add_implicit_resolver("tag:yaml.org,2002:" + _tag, re.compile(_re), _first)
 
 
 def scalar_value(node: yaml.ScalarNode):
