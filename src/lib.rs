@@ -6,8 +6,8 @@
 
 pub mod apply;
 pub mod fleet;
+pub mod git;
 pub mod lxd;
 pub mod model;
-pub mod git;
 pub mod run;
 pub mod serve;
