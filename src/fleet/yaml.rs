@@ -79,7 +79,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
         Ok(Err(e)) => {
             let m = e.marker();
             return Err(YamlError {
-                pos: Pos { line: m.line().max(1), column: m.col() + 1 },
+                pos: clamp_to_text(text, Pos { line: m.line().max(1), column: m.col() + 1 }),
                 message: format!("YAML syntax error: {}", e.info()),
             });
         }
@@ -103,6 +103,17 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
         out.push(Document { value, positions, start: pos_of(doc) });
     }
     Ok(out)
+}
+
+/// Errors at the end of input can be reported past the last line; point at the
+/// end of the last line instead, so editors can jump there.
+fn clamp_to_text(text: &str, pos: Pos) -> Pos {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if pos.line <= lines.len() {
+        return pos;
+    }
+    let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+    Pos { line: last + 1, column: lines[last].chars().count() + 1 }
 }
 
 /// saphyr expands aliases by copying the anchored node, so a few lines of hostile
