@@ -17,9 +17,9 @@ struct Args {
     /// Socket path to listen on (a stale socket file there is replaced).
     #[arg(long)]
     socket: PathBuf,
-    /// Installed LXD version.
+    /// Installed LXD version (`--version` prints this program's version).
     #[arg(long, default_value = "5.0.2-838e1b2")]
-    version: String,
+    snap_version: String,
     /// Installed revision.
     #[arg(long, default_value_t = 24322)]
     revision: u64,
@@ -56,7 +56,7 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let standin = Standin::new(StandinOptions {
         installed: !args.not_installed,
-        version: args.version,
+        version: args.snap_version,
         revision: args.revision,
         channel: args.channel,
         step_delay: Duration::from_millis(args.step_delay_ms),
@@ -82,4 +82,26 @@ async fn main() -> std::process::ExitCode {
     }
     drop(server);
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+        let a = <super::Args as clap::Parser>::try_parse_from([
+            "x",
+            "--socket",
+            "/tmp/s",
+            "--store",
+            "5.21/stable=31333:5.21.3",
+            "--store",
+            "6/edge=9",
+        ])
+        .unwrap();
+        assert_eq!(a.store[0].1.revision, 31333);
+        assert_eq!(a.store[1].1.version, "rev9");
+        assert!(super::parse_store("nope").is_err());
+    }
 }
