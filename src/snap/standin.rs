@@ -165,6 +165,8 @@ struct State {
     store: BTreeMap<String, StoreRevision>,
     changes: BTreeMap<u64, ChangeRec>,
     next_id: u64,
+    /// snapd numbers tasks separately from changes.
+    next_task: u64,
     step_delay: Duration,
     fail_next: Option<String>,
     requests: Vec<String>,
@@ -195,6 +197,7 @@ impl State {
             store,
             changes: BTreeMap::new(),
             next_id: 1,
+            next_task: 1,
             step_delay: o.step_delay,
             fail_next: None,
             requests: Vec::new(),
@@ -211,11 +214,13 @@ impl State {
             .collect();
         for id in due {
             let c = self.changes.get_mut(&id).expect("due change exists");
+            // Ready when its time came, not when someone looked.
+            let at = c.spawned_wall + chrono::Duration::from_std(2 * c.step).unwrap_or_default();
             if c.failure.is_some() {
-                c.end = Some((Phase::Error, Utc::now()));
+                c.end = Some((Phase::Error, at));
                 continue;
             }
-            c.end = Some((Phase::Done, Utc::now()));
+            c.end = Some((Phase::Done, at));
             let effect = c.effect.clone();
             self.apply(effect);
         }
@@ -264,8 +269,8 @@ impl State {
         let tasks = tasks
             .iter()
             .map(|(k, s)| {
-                let tid = self.next_id;
-                self.next_id += 1;
+                let tid = self.next_task;
+                self.next_task += 1;
                 TaskRec {
                     id: tid,
                     kind: k.to_string(),
@@ -319,8 +324,10 @@ impl State {
                     "progress": {"label": "", "done": done, "total": 1},
                     "spawn-time": rfc3339(c.spawned_wall),
                 });
-                if let (Phase::Error, true, Some(msg)) = (phase, last, &c.failure) {
-                    task["log"] = json!([format!("{} ERROR {msg}", rfc3339(Utc::now()))]);
+                if let (Phase::Error, true, Some(msg), Some((_, at))) =
+                    (phase, last, &c.failure, c.end)
+                {
+                    task["log"] = json!([format!("{} ERROR {msg}", rfc3339(at))]);
                 }
                 if let Some((_, at)) = c.end {
                     task["ready-time"] = json!(rfc3339(at));

@@ -348,7 +348,11 @@ impl SshTunnel {
                     stderr,
                 });
             }
-            if local_socket.exists() {
+            // ssh binds the socket file before it listens on it: wait until a
+            // connection is accepted, not just until the file exists. (The probe
+            // opens one forwarded channel, closed at once without a request.)
+            if local_socket.exists() && tokio::net::UnixStream::connect(&local_socket).await.is_ok()
+            {
                 return Ok(SshTunnel {
                     child,
                     local_socket,
