@@ -11,3 +11,4 @@ pub mod lxd;
 pub mod model;
 pub mod run;
 pub mod serve;
+pub mod snap;
