@@ -5,3 +5,4 @@
 //! audit commits; `serve` runs the loop. See ARCHITECTURE.md.
 
 pub mod model;
+pub mod lxd;
