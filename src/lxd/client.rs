@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::api::{ETag, Envelope, Method, Operation, OperationState, Outcome, ResponseType, ServerInfo, SyncResponse};
-use super::error::{LxdError, Result};
+use super::error::{error_chain, LxdError, Result};
 use super::retry::{may_retry, Failure, RetryPolicy};
 use super::tls::{pinned_config, ClientIdentity};
 use super::transport::{Endpoint, Prepared, RawResponse, RequestBody, SendError, Timeouts, Transport};
@@ -30,6 +30,8 @@ use super::transport::{Endpoint, Prepared, RawResponse, RequestBody, SendError, 
 const MAX_WAIT_CHUNK_SECS: u64 = 30;
 /// Extra time a wait request gets over the server-side wait.
 const WAIT_MARGIN: Duration = Duration::from_secs(10);
+/// The longest `connect` waits for one endpoint's `GET /1.0` before moving on.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether `connect` insists that the server trusts the client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +78,14 @@ pub struct LxdRequest {
 impl LxdRequest {
     /// `path` is path and query, already encoded (build it with `ApiPath`).
     pub fn new(method: Method, path: impl Into<String>) -> Self {
-        LxdRequest { method, path: path.into(), body: RequestBody::Empty, headers: Vec::new(), if_match: None, timeout: None }
+        LxdRequest {
+            method,
+            path: path.into(),
+            body: RequestBody::Empty,
+            headers: Vec::new(),
+            if_match: None,
+            timeout: None,
+        }
     }
 
     pub fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Self> {
@@ -187,9 +196,9 @@ impl LxdClient {
                     trusted: AtomicBool::new(false),
                 }),
             };
-            // One try per endpoint: a dead member should cost one connect
-            // timeout, not three, before the next one is tried.
-            match client.server_info_with(&RetryPolicy::none()).await {
+            // One short try per endpoint: a dead or hung member should cost one
+            // timeout, not three long ones, before the next one is tried.
+            match client.server_info_with(&RetryPolicy::none(), Some(opts.request_timeout.min(PROBE_TIMEOUT))).await {
                 Ok(info) => {
                     if opts.trust == TrustRequirement::Trusted && !info.is_trusted() {
                         return Err(LxdError::Untrusted { endpoint: name, method: "GET".into(), path: "/1.0".into() });
@@ -197,9 +206,15 @@ impl LxdClient {
                     tracing::debug!(endpoint = %name, trusted = info.is_trusted(), "connected to LXD");
                     return Ok(client);
                 }
-                Err(e) if e.is_connect_failure() => {
+                // The probe is a read: a member that accepts connections but
+                // never answers is as unusable as one that refuses them.
+                Err(e @ (LxdError::Connect { .. } | LxdError::Timeout { .. } | LxdError::Transport { .. })) => {
                     tracing::warn!(endpoint = %name, error = %e, "LXD endpoint unreachable, trying the next one");
-                    attempts.push((name, e.to_string()));
+                    let why = match &e {
+                        LxdError::Connect { source, .. } => error_chain(source.as_ref()),
+                        other => other.to_string(),
+                    };
+                    attempts.push((name, why));
                 }
                 Err(e) => return Err(e),
             }
@@ -219,7 +234,7 @@ impl LxdClient {
 
     /// `GET /1.0`: how LXD sees this client, its name, certificate and extensions.
     pub async fn server_info(&self) -> Result<ServerInfo> {
-        self.server_info_with(&self.inner.opts.retry).await
+        self.server_info_with(&self.inner.opts.retry, None).await
     }
 
     /// Whether LXD currently trusts the client certificate.
@@ -297,7 +312,10 @@ impl LxdClient {
             req.timeout = Duration::from_secs(secs) + WAIT_MARGIN;
             let raw = self.send(req, &self.inner.opts.retry).await?;
             if raw.status == 404 {
-                return Err(LxdError::OperationVanished { id: op.id().to_string(), description: op.description().to_string() });
+                return Err(LxdError::OperationVanished {
+                    id: op.id().to_string(),
+                    description: op.description().to_string(),
+                });
             }
             let sync = self.expect_sync(Method::Get, &path, &raw)?;
             let state: OperationState = serde_json::from_value(sync.metadata).map_err(|source| LxdError::Decode {
@@ -309,7 +327,11 @@ impl LxdClient {
                 return Ok(state);
             }
             if state.is_done() {
-                let err = if state.err.is_empty() { format!("status {} ({})", state.status, state.status_code) } else { state.err };
+                let err = if state.err.is_empty() {
+                    format!("status {} ({})", state.status, state.status_code)
+                } else {
+                    state.err
+                };
                 return Err(LxdError::Operation { id: state.id, description: state.description, err });
             }
             tracing::debug!(operation = %op.id(), status = %state.status, "LXD operation still running");
@@ -327,8 +349,10 @@ impl LxdClient {
 
     // -- internals -----------------------------------------------------------
 
-    async fn server_info_with(&self, policy: &RetryPolicy) -> Result<ServerInfo> {
-        let raw = self.send(self.prepare(LxdRequest::new(Method::Get, "/1.0")), policy).await?;
+    async fn server_info_with(&self, policy: &RetryPolicy, timeout: Option<Duration>) -> Result<ServerInfo> {
+        let mut req = LxdRequest::new(Method::Get, "/1.0");
+        req.timeout = timeout;
+        let raw = self.send(self.prepare(req), policy).await?;
         let sync = self.expect_sync(Method::Get, "/1.0", &raw)?;
         let info = ServerInfo::from_metadata(&sync.metadata, sync.etag).map_err(|source| LxdError::Decode {
             method: "GET".into(),
@@ -388,18 +412,15 @@ impl LxdClient {
         let endpoint = self.inner.endpoint.clone();
         match e {
             SendError::NotConnected(source) => LxdError::Connect { endpoint, source },
-            SendError::Mismatch { got } => LxdError::FingerprintMismatch {
-                endpoint,
-                expected: self.inner.pinned.clone().unwrap_or_default(),
-                got,
-            },
+            SendError::Mismatch { got } => {
+                LxdError::FingerprintMismatch { endpoint, expected: self.inner.pinned.clone().unwrap_or_default(), got }
+            }
             SendError::NoAnswer(source) => {
                 LxdError::Transport { endpoint, method: req.method.to_string(), path: shown(&req.path), source }
             }
-            SendError::TimedOut(after) => LxdError::Timeout {
-                what: format!("{} {} against {endpoint}", req.method, shown(&req.path)),
-                after,
-            },
+            SendError::TimedOut(after) => {
+                LxdError::Timeout { what: format!("{} {} against {endpoint}", req.method, shown(&req.path)), after }
+            }
             SendError::Local(e) => e,
         }
     }
@@ -540,7 +561,10 @@ mod tests {
 
     #[test]
     fn secrets_in_queries_are_hidden() {
-        assert_eq!(shown("/1.0/operations/x/websocket?secret=abc&project=p"), "/1.0/operations/x/websocket?secret=<redacted>&project=p");
+        assert_eq!(
+            shown("/1.0/operations/x/websocket?secret=abc&project=p"),
+            "/1.0/operations/x/websocket?secret=<redacted>&project=p"
+        );
         assert_eq!(shown("/1.0/instances?project=p"), "/1.0/instances?project=p");
     }
 
@@ -604,7 +628,11 @@ mod tests {
 
     #[test]
     fn error_envelopes_map_by_status_with_lxd_text_verbatim() {
-        let e412 = raw(412, &[], r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":412,"error":"ETag doesn't match: 8cb4 vs abc","metadata":null}"#);
+        let e412 = raw(
+            412,
+            &[],
+            r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":412,"error":"ETag doesn't match: 8cb4 vs abc","metadata":null}"#,
+        );
         match TRUSTED.outcome(Method::Put, "/1.0/profiles/default", &e412).unwrap_err() {
             LxdError::PreconditionFailed { method, path, message } => {
                 assert_eq!((method.as_str(), path.as_str()), ("PUT", "/1.0/profiles/default"));
@@ -612,9 +640,17 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let e404 = raw(404, &[], r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":404,"error":"Operation not found","metadata":null}"#);
+        let e404 = raw(
+            404,
+            &[],
+            r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":404,"error":"Operation not found","metadata":null}"#,
+        );
         assert!(TRUSTED.outcome(Method::Get, "/1.0/operations/x", &e404).unwrap_err().is_not_found());
-        let e500 = raw(500, &[], r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":500,"error":"Invalid config: Unknown configuration key: bogus.key","metadata":null}"#);
+        let e500 = raw(
+            500,
+            &[],
+            r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":500,"error":"Invalid config: Unknown configuration key: bogus.key","metadata":null}"#,
+        );
         let err = TRUSTED.outcome(Method::Patch, "/1.0/profiles/p", &e500).unwrap_err();
         assert!(matches!(err, LxdError::Api { status: 500, .. }));
         assert!(err.to_string().contains("PATCH /1.0/profiles/p"));
@@ -623,13 +659,24 @@ mod tests {
 
     #[test]
     fn only_an_authorization_403_means_untrusted() {
-        let denied = raw(403, &[], r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":403,"error":"not authorized","metadata":null}"#);
+        let denied = raw(
+            403,
+            &[],
+            r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":403,"error":"not authorized","metadata":null}"#,
+        );
         let err = UNTRUSTED.outcome(Method::Get, "/1.0/profiles", &denied).unwrap_err();
         assert!(matches!(err, LxdError::Untrusted { .. }), "{err}");
         assert!(err.to_string().contains("lxd-gitops login"));
         // Trusted but restricted: an API error, not a login problem.
-        assert!(matches!(TRUSTED.outcome(Method::Get, "/1.0/profiles", &denied).unwrap_err(), LxdError::Api { status: 403, .. }));
-        let profile = raw(403, &[], r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":403,"error":"The \"default\" profile cannot be deleted","metadata":null}"#);
+        assert!(matches!(
+            TRUSTED.outcome(Method::Get, "/1.0/profiles", &denied).unwrap_err(),
+            LxdError::Api { status: 403, .. }
+        ));
+        let profile = raw(
+            403,
+            &[],
+            r#"{"type":"error","status":"","status_code":0,"operation":"","error_code":403,"error":"The \"default\" profile cannot be deleted","metadata":null}"#,
+        );
         let err = UNTRUSTED.outcome(Method::Delete, "/1.0/profiles/default", &profile).unwrap_err();
         assert!(matches!(err, LxdError::Api { status: 403, .. }), "{err}");
     }

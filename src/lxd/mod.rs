@@ -18,8 +18,8 @@ mod tls;
 mod transport;
 
 pub use api::{
-    append_query, encode_component, status_code, ApiPath, AuthStatus, ETag, Envelope, Method, Operation, OperationState,
-    Outcome, ResponseType, ServerInfo, SyncResponse,
+    append_query, encode_component, status_code, ApiPath, AuthStatus, ETag, Envelope, Method, Operation,
+    OperationState, Outcome, ResponseType, ServerInfo, SyncResponse,
 };
 pub use client::{ConnectOptions, LxdClient, LxdRequest, TrustRequirement};
 pub use error::{BoxError, LxdError, Result};

@@ -125,11 +125,9 @@ fn load_identity(
     id: &ClientIdentity,
     provider: &CryptoProvider,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| LxdError::Credentials {
-            what: "client certificate".into(),
-            message: format!("not a PEM certificate ({e})"),
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(id.cert_pem.as_bytes()).collect::<std::result::Result<_, _>>().map_err(|e| {
+            LxdError::Credentials { what: "client certificate".into(), message: format!("not a PEM certificate ({e})") }
         })?;
     let first = certs.first().ok_or_else(|| LxdError::Credentials {
         what: "client certificate".into(),

@@ -68,9 +68,15 @@ pub enum RequestBody {
     Empty,
     /// Serialized JSON.
     Json(Bytes),
-    Bytes { data: Bytes, content_type: String },
+    Bytes {
+        data: Bytes,
+        content_type: String,
+    },
     /// A file streamed from disk (image uploads); re-opened for every try.
-    File { path: PathBuf, content_type: String },
+    File {
+        path: PathBuf,
+        content_type: String,
+    },
 }
 
 /// One request, ready to send.
@@ -310,7 +316,10 @@ impl UnixTransport {
             builder = builder.header(k, v);
         }
         let request = builder.body(body).map_err(|e| {
-            SendError::Local(LxdError::Invalid { what: format!("request {} {}", req.method, req.path), message: e.to_string() })
+            SendError::Local(LxdError::Invalid {
+                what: format!("request {} {}", req.method, req.path),
+                message: e.to_string(),
+            })
         })?;
 
         let connect = async {
@@ -370,7 +379,10 @@ mod tests {
         Prepared {
             method: Method::Post,
             path: "/1.0/images".into(),
-            body: RequestBody::Bytes { data: Bytes::from_static(b"x"), content_type: "application/octet-stream".into() },
+            body: RequestBody::Bytes {
+                data: Bytes::from_static(b"x"),
+                content_type: "application/octet-stream".into(),
+            },
             headers: headers.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             if_match: Some(ETag::new("abc")),
             timeout: Duration::from_secs(1),
@@ -409,7 +421,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_socket_is_a_connect_failure() {
-        let t = UnixTransport { path: "/nonexistent/lxd.socket".into(), timeouts: Timeouts { connect: Duration::from_secs(1) } };
+        let t = UnixTransport {
+            path: "/nonexistent/lxd.socket".into(),
+            timeouts: Timeouts { connect: Duration::from_secs(1) },
+        };
         let mut req = prepared(vec![]);
         req.method = Method::Get;
         req.body = RequestBody::Empty;
