@@ -397,3 +397,75 @@ async fn client_certificate_fingerprint_matches_the_trust_store() {
     let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(fingerprint_of_der(&der), d.fingerprint);
 }
+
+#[tokio::test]
+async fn operations_in_other_projects_are_waited_on_in_their_project() {
+    let d = shared();
+    let c = https(&d).await;
+    let project = unique("proj");
+    // Without its own profiles the project uses the default project's, which
+    // have the root disk.
+    let body = json!({"name": project, "config": {"features.profiles": "false", "features.images": "false"}});
+    c.post("/1.0/projects", &body).await.unwrap();
+    let name = unique("i");
+    let instances = ApiPath::new("/1.0/instances").project(&project).to_string();
+    let Outcome::Async(op) = c.post(&instances, &json!({"name": name, "source": {"type": "none"}})).await.unwrap()
+    else {
+        panic!("instance create is async")
+    };
+    // LXD 5.0.2 leaves the project out of the URL; the client adds the request's.
+    assert_eq!(op.url, format!("/1.0/operations/{}?project={project}", op.id()));
+    c.wait_operation(&op, WAIT).await.unwrap();
+    let (list, _): (Vec<String>, _) = c.get(&instances).await.unwrap();
+    assert_eq!(list, vec![format!("/1.0/instances/{name}?project={project}")]);
+    let path = ApiPath::new("/1.0/instances").segment(&name).project(&project).to_string();
+    c.finish(c.delete(&path).await.unwrap(), WAIT).await.unwrap();
+    c.delete(&ApiPath::new("/1.0/projects").segment(&project).to_string()).await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_and_unsent_writes_are_retried_then_reported() {
+    // A daemon of its own, stopped under the client's feet.
+    let d = Standalone::start();
+    let c = https(&d).await;
+    let endpoint = d.endpoint.clone();
+    drop(d);
+    let before = c.request_count();
+    let err = c.get::<Value>("/1.0/profiles").await.unwrap_err();
+    assert!(matches!(&err, LxdError::Connect { endpoint: e, .. } if *e == endpoint), "{err:?}");
+    assert_eq!(c.request_count(), before + 3, "a read is tried three times");
+    // Nothing reached the server, so even a write may be tried again.
+    let err = c.post("/1.0/profiles", &json!({"name": "x"})).await.unwrap_err();
+    assert!(err.is_connect_failure(), "{err:?}");
+    assert_eq!(c.request_count(), before + 6);
+}
+
+#[tokio::test]
+async fn a_restricted_certificate_is_trusted_but_refused_outside_its_projects() {
+    let d = shared();
+    let admin = https(&d).await;
+    let project = unique("rp");
+    admin.post("/1.0/projects", &json!({"name": project, "config": {"features.profiles": "false"}})).await.unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["restricted".to_string()]).unwrap().self_signed(&key).unwrap();
+    let name = unique("restricted");
+    // POST /1.0/certificates takes base64 of the DER, without PEM armour.
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.der());
+    let body = json!({"name": name, "type": "client", "restricted": true, "projects": [project], "certificate": b64});
+    let Outcome::Sync(added) = admin.post("/1.0/certificates", &body).await.unwrap() else { panic!("sync") };
+    assert_eq!(added.status, 201);
+    let fp = fingerprint_of_der(cert.der());
+    assert_eq!(added.location.as_deref(), Some(format!("/1.0/certificates/{fp}").as_str()));
+
+    let id = Identity { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+    let c = connect_as(&[&d.endpoint], &d.fingerprint, &id, ConnectOptions::default()).await.unwrap();
+    assert!(c.is_trusted().await.unwrap());
+    let (_, _): (Vec<String>, _) = c.get(&ApiPath::new("/1.0/instances").project(&project).to_string()).await.unwrap();
+    // Same "not authorized" text as for an untrusted certificate, but logging in
+    // again would not help: an API error, not Untrusted.
+    let err = c.get::<Vec<String>>("/1.0/instances?project=default").await.unwrap_err();
+    assert!(matches!(&err, LxdError::Api { status: 403, message, .. } if message == "not authorized"), "{err:?}");
+
+    admin.delete(&format!("/1.0/certificates/{fp}")).await.unwrap();
+    admin.delete(&ApiPath::new("/1.0/projects").segment(&project).to_string()).await.unwrap();
+}

@@ -510,6 +510,7 @@ impl Reader<'_> {
                     path: shown(path),
                     message: "an async answer without an operation URL".into(),
                 })?;
+                let url = with_request_project(url, path);
                 let state = serde_json::from_value(env.metadata).map_err(|source| LxdError::Decode {
                     method: method.to_string(),
                     path: shown(path),
@@ -522,6 +523,28 @@ impl Reader<'_> {
                 Err(self.api_error(method, path, status, env.error))
             }
         }
+    }
+}
+
+/// LXD 5.0.2 gives operation URLs without `?project=` even for requests in
+/// another project. Its waits work without it (for restricted clients too,
+/// checked), but the operation belongs to that project and LXD's own client
+/// always sends it, so the request's project is carried over: the URL then
+/// names the project as the API documentation shows it.
+fn with_request_project(url: String, request_path: &str) -> String {
+    let has_project =
+        |p: &str| p.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("project=")));
+    if has_project(&url) {
+        return url;
+    }
+    let project = request_path
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("project=")))
+        .filter(|p| !p.is_empty());
+    match project {
+        // Already encoded in the request path: appended as is.
+        Some(p) => format!("{url}{}project={p}", if url.contains('?') { '&' } else { '?' }),
+        None => url,
     }
 }
 
@@ -566,6 +589,18 @@ mod tests {
             "/1.0/operations/x/websocket?secret=<redacted>&project=p"
         );
         assert_eq!(shown("/1.0/instances?project=p"), "/1.0/instances?project=p");
+    }
+
+    #[test]
+    fn operations_keep_the_project_of_their_request() {
+        let u = |url: &str, req: &str| with_request_project(url.to_string(), req);
+        assert_eq!(
+            u("/1.0/operations/a", "/1.0/instances?project=my%20p&target=n1"),
+            "/1.0/operations/a?project=my%20p"
+        );
+        assert_eq!(u("/1.0/operations/a?project=q", "/1.0/instances?project=p"), "/1.0/operations/a?project=q");
+        assert_eq!(u("/1.0/operations/a", "/1.0/instances"), "/1.0/operations/a");
+        assert_eq!(u("/1.0/operations/a", "/1.0/instances?project="), "/1.0/operations/a");
     }
 
     #[test]
