@@ -71,15 +71,22 @@ impl Standalone {
             let _ = std::fs::remove_dir_all(&dir);
         }
         std::fs::create_dir_all(&dir).expect("create LXD_DIR");
+        // Everything that can fail before the daemon runs comes first: once it
+        // runs, only `Drop` (by pid) may be left to stop it.
+        let trusted = ecdsa_identity(&rcgen::PKCS_ECDSA_P384_SHA384, "lxd-gitops-it-trusted");
+        let untrusted = ecdsa_identity(&rcgen::PKCS_ECDSA_P256_SHA256, "lxd-gitops-it-untrusted");
+        let trusted_rsa = openssl_identity(&dir, "rsa");
+        let trusted_sec1 = openssl_identity(&dir, "ec");
         let log = dir.join("lxd.log");
         let out = std::fs::File::create(dir.join("lxd.out")).expect("create lxd.out");
+        let out_err = out.try_clone().expect("dup lxd.out");
         let child = Command::new("lxd")
             .args(["--group", "root", "--logfile"])
             .arg(&log)
             .env("LXD_DIR", &dir)
             .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
+            .stdout(out)
+            .stderr(out_err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start lxd (is it installed?): {e}"));
         let mut d = Standalone {
@@ -87,10 +94,10 @@ impl Standalone {
             endpoint: format!("https://{address}"),
             unix_endpoint: format!("unix:{}", dir.join("unix.socket").display()),
             fingerprint: String::new(),
-            trusted: ecdsa_identity(&rcgen::PKCS_ECDSA_P384_SHA384, "lxd-gitops-it-trusted"),
-            untrusted: ecdsa_identity(&rcgen::PKCS_ECDSA_P256_SHA256, "lxd-gitops-it-untrusted"),
-            trusted_rsa: openssl_identity(&dir, "rsa"),
-            trusted_sec1: openssl_identity(&dir, "ec"),
+            trusted,
+            untrusted,
+            trusted_rsa,
+            trusted_sec1,
             dir,
             child: Some(child),
         };
