@@ -26,11 +26,7 @@ fn write_repo(root: &Path) {
     }
     std::fs::write(root.join("members.yaml"), &s).unwrap();
     s.clear();
-    writeln!(
-        s,
-        "kind: StoragePool\ncluster: big\nname: default\ndriver: dir"
-    )
-    .unwrap();
+    writeln!(s, "kind: StoragePool\ncluster: big\nname: default\ndriver: dir").unwrap();
     std::fs::write(root.join("pool.yaml"), &s).unwrap();
     for p in 0..PROJECTS {
         let dir = root.join(format!("p{p}"));
@@ -54,10 +50,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     write_repo(dir.path());
     let fleet = lxd_gitops::fleet::load_and_validate(dir.path()).expect("generated repo is valid");
-    assert_eq!(
-        fleet.desired.clusters["big"].objects.instances.len(),
-        INSTANCES
-    );
+    assert_eq!(fleet.desired.clusters["big"].objects.instances.len(), INSTANCES);
     let mut g = c.benchmark_group("validate");
     g.sample_size(10);
     g.bench_function("10k instances, 100 members", |b| {

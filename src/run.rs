@@ -115,10 +115,7 @@ impl Outcome {
 
     /// Counted in `lxd_gitops_reconcile_failures_total`.
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Failed { .. } | Outcome::Refused { .. } | Outcome::Invalid { .. }
-        )
+        matches!(self, Outcome::Failed { .. } | Outcome::Refused { .. } | Outcome::Invalid { .. })
     }
 
     /// Whether live state now matches the run's revision (it became the applied one).
@@ -197,27 +194,16 @@ mod tests {
 
     #[test]
     fn trigger_json_is_tagged_and_stable() {
-        let t = Trigger::Webhook {
-            provider: "github".into(),
-            revision: "0123456789abcdef".into(),
-        };
+        let t = Trigger::Webhook { provider: "github".into(), revision: "0123456789abcdef".into() };
         let v = serde_json::to_value(&t).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"kind": "webhook", "provider": "github", "revision": "0123456789abcdef"})
-        );
+        assert_eq!(v, serde_json::json!({"kind": "webhook", "provider": "github", "revision": "0123456789abcdef"}));
         assert_eq!(t.to_string(), "webhook:github@0123456789ab");
-        assert_eq!(
-            serde_json::to_value(Trigger::WindowOpen).unwrap(),
-            serde_json::json!({"kind": "window-open"})
-        );
+        assert_eq!(serde_json::to_value(Trigger::WindowOpen).unwrap(), serde_json::json!({"kind": "window-open"}));
     }
 
     #[test]
     fn outcome_json_and_classes() {
-        let o = Outcome::Refused {
-            reason: "12 deletions > max 10".into(),
-        };
+        let o = Outcome::Refused { reason: "12 deletions > max 10".into() };
         assert_eq!(
             serde_json::to_value(&o).unwrap(),
             serde_json::json!({"result": "refused", "reason": "12 deletions > max 10"})
@@ -231,15 +217,8 @@ mod tests {
     fn priorities_prefer_full_runs_over_drift_checks() {
         assert!(Trigger::Manual.priority() > Trigger::Cron.priority());
         assert!(
-            Trigger::Webhook {
-                provider: "gitea".into(),
-                revision: "a".into()
-            }
-            .priority()
-                > Trigger::Poll {
-                    revision: "a".into()
-                }
-                .priority()
+            Trigger::Webhook { provider: "gitea".into(), revision: "a".into() }.priority()
+                > Trigger::Poll { revision: "a".into() }.priority()
         );
     }
 }

@@ -11,12 +11,7 @@ fn check(text: &str) {
     let (_, diags) = load_texts(&[("f.yaml", text)]);
     let lines = text.split('\n').count().max(1);
     for d in diags {
-        assert!(
-            d.line >= 1 && d.line <= lines + 1,
-            "line {} outside 1..={} for {d}",
-            d.line,
-            lines + 1
-        );
+        assert!(d.line >= 1 && d.line <= lines + 1, "line {} outside 1..={} for {d}", d.line, lines + 1);
         assert!(d.column >= 1, "column 0 in {d}");
         assert!(!d.message.is_empty());
     }
@@ -48,17 +43,10 @@ proptest! {
 #[test]
 fn random_bytes_in_a_file_give_a_positioned_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
-        [b'k', b':', b' ', 0xff, 0xfe, b'\n'],
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), [b'k', b':', b' ', 0xff, 0xfe, b'\n']).unwrap();
     let err = lxd_gitops::fleet::load_and_validate(dir.path()).unwrap_err();
     assert_eq!(err.len(), 1, "{err:?}");
-    assert_eq!(
-        (err[0].file.as_str(), err[0].line, err[0].column),
-        ("bad.yaml", 1, 4)
-    );
+    assert_eq!((err[0].file.as_str(), err[0].line, err[0].column), ("bad.yaml", 1, 4));
     assert!(err[0].message.contains("UTF-8"));
 }
 

@@ -31,12 +31,7 @@ struct Remote {
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
+        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
         .args(args)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -46,11 +41,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "ops@example.com")
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -59,19 +50,9 @@ impl Remote {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("fleet.git");
         let work = dir.path().join("work");
-        git(
-            dir.path(),
-            &["init", "--bare", "-b", "main", bare.to_str().unwrap()],
-        );
-        git(
-            dir.path(),
-            &["clone", bare.to_str().unwrap(), work.to_str().unwrap()],
-        );
-        let r = Remote {
-            _dir: dir,
-            bare,
-            work,
-        };
+        git(dir.path(), &["init", "--bare", "-b", "main", bare.to_str().unwrap()]);
+        git(dir.path(), &["clone", bare.to_str().unwrap(), work.to_str().unwrap()]);
+        let r = Remote { _dir: dir, bare, work };
         r.commit("fleet/cluster.yaml", "kind: Cluster\nname: lab\n", &[]);
         r
     }
@@ -95,13 +76,7 @@ impl Remote {
 }
 
 fn spec(url: &str, signature: SignaturePolicy) -> SourceSpec {
-    SourceSpec {
-        url: url.into(),
-        branch: "main".into(),
-        path: "fleet".into(),
-        auth: RemoteAuth::None,
-        signature,
-    }
+    SourceSpec { url: url.into(), branch: "main".into(), path: "fleet".into(), auth: RemoteAuth::None, signature }
 }
 
 // ---------------------------------------------------------------------------
@@ -112,19 +87,12 @@ fn spec(url: &str, signature: SignaturePolicy) -> SourceSpec {
 fn source_sync_picks_up_new_commits() {
     let remote = Remote::new();
     let state = tempfile::tempdir().unwrap();
-    let src = GitSource::new(
-        spec(&remote.url(), SignaturePolicy::None),
-        state.path().join("src"),
-    )
-    .unwrap();
+    let src = GitSource::new(spec(&remote.url(), SignaturePolicy::None), state.path().join("src")).unwrap();
 
     let first = src.sync().unwrap();
     assert_eq!(first.commit, git(&remote.work, &["rev-parse", "HEAD"]));
     assert!(first.dir.ends_with("fleet"));
-    assert_eq!(
-        std::fs::read_to_string(first.dir.join("cluster.yaml")).unwrap(),
-        "kind: Cluster\nname: lab\n"
-    );
+    assert_eq!(std::fs::read_to_string(first.dir.join("cluster.yaml")).unwrap(), "kind: Cluster\nname: lab\n");
 
     let second_id = remote.commit("fleet/profile.yaml", "kind: Profile\nname: base\n", &[]);
     let second = src.sync().unwrap();
@@ -140,37 +108,19 @@ fn source_sync_picks_up_new_commits() {
 
     // file:// URLs work too, and a missing branch or path is a clear error.
     let file_url = format!("file://{}", remote.url());
-    let via_url = GitSource::new(
-        spec(&file_url, SignaturePolicy::None),
-        state.path().join("src2"),
-    )
-    .unwrap();
+    let via_url = GitSource::new(spec(&file_url, SignaturePolicy::None), state.path().join("src2")).unwrap();
     assert_eq!(via_url.sync().unwrap().commit, second_id);
     let mut no_branch = spec(&remote.url(), SignaturePolicy::None);
     no_branch.branch = "nope".into();
-    let err = GitSource::new(no_branch, state.path().join("src3"))
-        .unwrap()
-        .sync()
-        .unwrap_err();
-    assert!(
-        matches!(err, GitError::NoBranch { .. } | GitError::Fetch { .. }),
-        "{err}"
-    );
+    let err = GitSource::new(no_branch, state.path().join("src3")).unwrap().sync().unwrap_err();
+    assert!(matches!(err, GitError::NoBranch { .. } | GitError::Fetch { .. }), "{err}");
     let mut no_path = spec(&remote.url(), SignaturePolicy::None);
     no_path.path = "elsewhere".into();
-    let err = GitSource::new(no_path, state.path().join("src4"))
-        .unwrap()
-        .sync()
-        .unwrap_err();
+    let err = GitSource::new(no_path, state.path().join("src4")).unwrap().sync().unwrap_err();
     assert!(matches!(err, GitError::NoPath { .. }), "{err}");
-    assert!(GitSource::new(
-        SourceSpec {
-            path: "../etc".into(),
-            ..spec("x", SignaturePolicy::None)
-        },
-        state.path()
-    )
-    .is_err());
+    assert!(
+        GitSource::new(SourceSpec { path: "../etc".into(), ..spec("x", SignaturePolicy::None) }, state.path()).is_err()
+    );
 }
 
 fn ssh_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -180,11 +130,7 @@ fn ssh_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public.trim().to_string())
 }
@@ -206,22 +152,14 @@ fn ssh_signed_heads_are_accepted_and_others_refused() {
     };
     let state = tempfile::tempdir().unwrap();
     let src = GitSource::new(
-        spec(
-            &remote.url(),
-            SignaturePolicy::Ssh {
-                allowed_signers_file: allowed.clone(),
-            },
-        ),
+        spec(&remote.url(), SignaturePolicy::Ssh { allowed_signers_file: allowed.clone() }),
         state.path().join("src"),
     )
     .unwrap();
 
     // Unsigned (the initial commit): refused.
     let err = src.sync().unwrap_err();
-    assert!(
-        matches!(&err, GitError::Signature { reason, .. } if reason.contains("not signed")),
-        "{err}"
-    );
+    assert!(matches!(&err, GitError::Signature { reason, .. } if reason.contains("not signed")), "{err}");
 
     // Signed by the trusted key: accepted, and the signer is named.
     git(&remote.work, &["config", "gpg.format", "ssh"]);
@@ -230,10 +168,7 @@ fn ssh_signed_heads_are_accepted_and_others_refused() {
     let signed = remote.commit("fleet/a.yaml", "a: 1\n", &flags);
     let t0 = Instant::now();
     let rev = src.sync().unwrap();
-    println!(
-        "fetch + verify + export of a signed head: {:?}",
-        t0.elapsed()
-    );
+    println!("fetch + verify + export of a signed head: {:?}", t0.elapsed());
     assert_eq!(rev.commit, signed);
     assert_eq!(rev.signer.as_deref(), Some("ops@example.com"));
 
@@ -257,8 +192,7 @@ fn ssh_signed_heads_are_accepted_and_others_refused() {
 
 #[test]
 fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
-    if Command::new("gpg").arg("--version").output().is_err()
-        || Command::new("gpgv").arg("--version").output().is_err()
+    if Command::new("gpg").arg("--version").output().is_err() || Command::new("gpgv").arg("--version").output().is_err()
     {
         eprintln!("gpg or gpgv missing: skipped");
         return;
@@ -273,20 +207,10 @@ fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
-    gpg(&[
-        "--quick-gen-key",
-        "Ops <ops@example.com>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
+    gpg(&["--quick-gen-key", "Ops <ops@example.com>", "ed25519", "sign", "never"]);
     let keyring = home.path().join("trusted.gpg");
     std::fs::write(&keyring, gpg(&["--export", "ops@example.com"])).unwrap();
 
@@ -301,23 +225,13 @@ fn gpg_signed_heads_are_accepted_when_gpg_is_available() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    git(
-        &remote.work,
-        &["config", "gpg.program", program.to_str().unwrap()],
-    );
+    git(&remote.work, &["config", "gpg.program", program.to_str().unwrap()]);
     let signed = remote.commit("fleet/a.yaml", "a: 1\n", &["--gpg-sign=ops@example.com"]);
 
     let state = tempfile::tempdir().unwrap();
-    let src = GitSource::new(
-        spec(
-            &remote.url(),
-            SignaturePolicy::Gpg {
-                keyring_file: keyring,
-            },
-        ),
-        state.path().join("src"),
-    )
-    .unwrap();
+    let src =
+        GitSource::new(spec(&remote.url(), SignaturePolicy::Gpg { keyring_file: keyring }), state.path().join("src"))
+            .unwrap();
     let rev = src.sync().unwrap();
     assert_eq!(rev.commit, signed);
     assert!(rev.signer.is_some());
@@ -355,11 +269,7 @@ fn start_sshd() -> Option<Sshd> {
     let (client_key, client_pub) = ssh_keygen(dir.path(), "client");
     let authorized = dir.path().join("authorized_keys");
     std::fs::write(&authorized, format!("{client_pub}\n")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("sshd_config");
     std::fs::write(
         &config,
@@ -373,11 +283,7 @@ fn start_sshd() -> Option<Sshd> {
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}\n")).unwrap();
     let wrong_known_hosts = dir.path().join("wrong_known_hosts");
-    std::fs::write(
-        &wrong_known_hosts,
-        format!("[127.0.0.1]:{port} {other_pub}\n"),
-    )
-    .unwrap();
+    std::fs::write(&wrong_known_hosts, format!("[127.0.0.1]:{port} {other_pub}\n")).unwrap();
     let child = Command::new("/usr/sbin/sshd")
         .arg("-D")
         .arg("-f")
@@ -393,14 +299,7 @@ fn start_sshd() -> Option<Sshd> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(Sshd {
-        child,
-        port,
-        _dir: dir,
-        client_key,
-        known_hosts,
-        wrong_known_hosts,
-    })
+    Some(Sshd { child, port, _dir: dir, client_key, known_hosts, wrong_known_hosts })
 }
 
 #[test]
@@ -412,15 +311,10 @@ fn ssh_remotes_use_the_key_and_pin_the_host_key() {
     let remote = Remote::new();
     let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, remote.url());
     let state = tempfile::tempdir().unwrap();
-    let auth = RemoteAuth::SshKey {
-        private_key_file: sshd.client_key.clone(),
-        known_hosts_file: sshd.known_hosts.clone(),
-    };
+    let auth =
+        RemoteAuth::SshKey { private_key_file: sshd.client_key.clone(), known_hosts_file: sshd.known_hosts.clone() };
     let src = GitSource::new(
-        SourceSpec {
-            auth: auth.clone(),
-            ..spec(&url, SignaturePolicy::None)
-        },
+        SourceSpec { auth: auth.clone(), ..spec(&url, SignaturePolicy::None) },
         state.path().join("src"),
     )
     .unwrap();
@@ -443,10 +337,7 @@ fn ssh_remotes_use_the_key_and_pin_the_host_key() {
     assert!(err.to_string().contains("host key"), "{err}");
 
     // The audit writer pushes over SSH as well.
-    let bot = Person {
-        name: "lxd-gitops".into(),
-        email: "bot@example.com".into(),
-    };
+    let bot = Person { name: "lxd-gitops".into(), email: "bot@example.com".into() };
     let writer = AuditWriter::new(
         AuditSpec {
             url,
@@ -462,10 +353,7 @@ fn ssh_remotes_use_the_key_and_pin_the_host_key() {
     )
     .unwrap();
     let id = writer.record(&audit_run("lab", 1)).unwrap();
-    assert_eq!(
-        git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]),
-        id.to_string()
-    );
+    assert_eq!(git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]), id.to_string());
 }
 
 /// Smart HTTP in front of `git http-backend` (CGI), demanding Basic auth with
@@ -481,10 +369,7 @@ async fn git_http_server(root: PathBuf, token: &'static str) -> std::net::Socket
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
             );
-            let auth = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
             if auth != Some(expected.as_str()) {
                 return Response::builder()
                     .status(StatusCode::UNAUTHORIZED)
@@ -495,18 +380,10 @@ async fn git_http_server(root: PathBuf, token: &'static str) -> std::net::Socket
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
             let query = req.uri().query().unwrap_or("").to_string();
-            let content_type = req
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let encoding = req
-                .headers()
-                .get("content-encoding")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let content_type =
+                req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let encoding =
+                req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
             let out = tokio::task::spawn_blocking(move || {
                 let mut child = Command::new("git")
@@ -546,8 +423,7 @@ async fn git_http_server(root: PathBuf, token: &'static str) -> std::net::Socket
                     resp = resp.header(k.trim(), v.trim());
                 }
             }
-            resp.body(Body::from(out[split.0 + split.1..].to_vec()))
-                .unwrap()
+            resp.body(Body::from(out[split.0 + split.1..].to_vec())).unwrap()
         }
     };
     let app = axum::Router::new().fallback(handler);
@@ -568,47 +444,32 @@ async fn http_remotes_send_the_token_from_its_file() {
     std::fs::write(&token_file, "t0ken\n").unwrap();
     let source = Arc::new(
         GitSource::new(
-            SourceSpec {
-                auth: RemoteAuth::token(&token_file),
-                ..spec(&url, SignaturePolicy::None)
-            },
+            SourceSpec { auth: RemoteAuth::token(&token_file), ..spec(&url, SignaturePolicy::None) },
             dir.path().join("src"),
         )
         .unwrap(),
     );
     let s = source.clone();
-    let rev = tokio::task::spawn_blocking(move || s.sync())
-        .await
-        .unwrap()
-        .unwrap();
+    let rev = tokio::task::spawn_blocking(move || s.sync()).await.unwrap().unwrap();
     assert_eq!(rev.commit, git(&remote.work, &["rev-parse", "HEAD"]));
 
     // A wrong token: refused once, reported, and the token never appears.
     std::fs::write(&token_file, "wrong-token\n").unwrap();
     let other = Arc::new(
         GitSource::new(
-            SourceSpec {
-                auth: RemoteAuth::token(&token_file),
-                ..spec(&url, SignaturePolicy::None)
-            },
+            SourceSpec { auth: RemoteAuth::token(&token_file), ..spec(&url, SignaturePolicy::None) },
             dir.path().join("src2"),
         )
         .unwrap(),
     );
-    let err = tokio::task::spawn_blocking(move || other.sync())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = tokio::task::spawn_blocking(move || other.sync()).await.unwrap().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, GitError::Fetch { .. }), "{text}");
     assert!(!text.contains("wrong-token"), "{text}");
 
     // Without credentials configured: a clear error.
     let anon = GitSource::new(spec(&url, SignaturePolicy::None), dir.path().join("src3")).unwrap();
-    let err = tokio::task::spawn_blocking(move || anon.sync())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = tokio::task::spawn_blocking(move || anon.sync()).await.unwrap().unwrap_err();
     assert!(err.to_string().contains("credentials"), "{err}");
 }
 
@@ -617,9 +478,7 @@ async fn http_remotes_send_the_token_from_its_file() {
 // ---------------------------------------------------------------------------
 
 fn audit_run(cluster: &str, n: i64) -> AuditRun {
-    let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
-        .unwrap()
-        .with_timezone(&chrono::Utc)
+    let started = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&chrono::Utc)
         + chrono::Duration::seconds(n);
     AuditRun {
         cluster: cluster.into(),
@@ -633,10 +492,7 @@ fn audit_run(cluster: &str, n: i64) -> AuditRun {
 }
 
 fn audit_writer(remote: &Remote, dir: &Path) -> AuditWriter {
-    let bot = Person {
-        name: "lxd-gitops".into(),
-        email: "bot@example.com".into(),
-    };
+    let bot = Person { name: "lxd-gitops".into(), email: "bot@example.com".into() };
     AuditWriter::new(
         AuditSpec {
             url: remote.url(),
@@ -663,14 +519,8 @@ fn racing_audit_writers_rebase_and_both_land() {
 
     // The first record creates the branch as an orphan.
     let first = a.record(&audit_run("lab", 0)).unwrap();
-    assert_eq!(
-        git(&remote.bare, &["rev-list", "--count", "lxd-gitops/audit"]),
-        "1"
-    );
-    assert_eq!(
-        git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]),
-        first.to_string()
-    );
+    assert_eq!(git(&remote.bare, &["rev-list", "--count", "lxd-gitops/audit"]), "1");
+    assert_eq!(git(&remote.bare, &["rev-parse", "lxd-gitops/audit"]), first.to_string());
 
     // Then both write at the same time, from clones that are each behind.
     let barrier = Arc::new(std::sync::Barrier::new(2));
@@ -690,16 +540,9 @@ fn racing_audit_writers_rebase_and_both_land() {
         h.join().unwrap();
     }
 
-    let files = git(
-        &remote.bare,
-        &["ls-tree", "-r", "--name-only", "lxd-gitops/audit"],
-    );
+    let files = git(&remote.bare, &["ls-tree", "-r", "--name-only", "lxd-gitops/audit"]);
     let runs: Vec<&str> = files.lines().filter(|l| l.starts_with("runs/")).collect();
-    assert_eq!(
-        runs.len(),
-        9,
-        "every record is on the audit branch:\n{files}"
-    );
+    assert_eq!(runs.len(), 9, "every record is on the audit branch:\n{files}");
     assert!(files.lines().any(|l| l == "status/lab.json"));
     assert!(files.lines().any(|l| l == "status/prod.json"));
     assert_eq!(
@@ -707,18 +550,11 @@ fn racing_audit_writers_rebase_and_both_land() {
         "9",
         "linear history: each record one commit"
     );
-    assert_eq!(
-        git(&remote.bare, &["rev-parse", "main"]),
-        main_before,
-        "the watched branch is untouched"
-    );
+    assert_eq!(git(&remote.bare, &["rev-parse", "main"]), main_before, "the watched branch is untouched");
     let status = git(&remote.bare, &["show", "lxd-gitops/audit:status/prod.json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["applied_revision"], format!("{:040x}", 203));
-    let log = git(
-        &remote.bare,
-        &["log", "-1", "--format=%an <%ae>|%cn", "lxd-gitops/audit"],
-    );
+    let log = git(&remote.bare, &["log", "-1", "--format=%an <%ae>|%cn", "lxd-gitops/audit"]);
     assert_eq!(log, "lxd-gitops <bot@example.com>|lxd-gitops");
 }
 
@@ -738,17 +574,11 @@ impl Reconcile for StubPipeline {
             .await
             .unwrap()
             .map_err(|e| RefreshError::Fetch(e.to_string()))?;
-        Ok(FleetHead {
-            revision: rev.commit,
-            clusters: vec![ClusterSchedule::unscheduled("lab")],
-        })
+        Ok(FleetHead { revision: rev.commit, clusters: vec![ClusterSchedule::unscheduled("lab")] })
     }
 
     async fn reconcile(&self, cluster: &str, ctx: RunContext) -> RunReport {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((cluster.to_string(), ctx.trigger.clone(), Instant::now()));
+        self.calls.lock().unwrap().push((cluster.to_string(), ctx.trigger.clone(), Instant::now()));
         let revision = match &ctx.trigger {
             Trigger::Webhook { revision, .. } => Some(revision.clone()),
             _ => None,
@@ -758,13 +588,7 @@ impl Reconcile for StubPipeline {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
-fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
+fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut req = format!(
@@ -781,10 +605,7 @@ fn http(
     s.read_to_end(&mut out).unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (status, body)
 }
 
@@ -806,10 +627,7 @@ async fn http_async(
 async fn wait_for(what: &str, f: impl Fn() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -818,11 +636,7 @@ async fn wait_for(what: &str, f: impl Fn() -> bool) {
 async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     let remote = Remote::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("github.secret"),
-        "It's a Secret to Everybody\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("github.secret"), "It's a Secret to Everybody\n").unwrap();
     std::fs::write(dir.path().join("admin.token"), "let-me-in\n").unwrap();
     let config_text = format!(
         "repo:\n  url: {}\n  branch: main\n  path: fleet\nlisten: 127.0.0.1:0\npoll_interval: 1h\nwebhooks:\n  github: {{secret_file: github.secret}}\nadmin_token_file: admin.token\nstate_dir: state\n",
@@ -830,22 +644,8 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     );
     let config = Config::parse(&config_text, "config.yaml", dir.path()).unwrap();
     assert!(!format!("{config:?}").contains("Secret to Everybody"));
-    let source = Arc::new(
-        GitSource::new(
-            config.repo.as_ref().unwrap().source_spec(),
-            config.source_dir(),
-        )
-        .unwrap(),
-    );
-    let daemon = Daemon::bind(
-        &config,
-        StubPipeline {
-            source,
-            calls: Mutex::new(Vec::new()),
-        },
-    )
-    .await
-    .unwrap();
+    let source = Arc::new(GitSource::new(config.repo.as_ref().unwrap().source_spec(), config.source_dir()).unwrap());
+    let daemon = Daemon::bind(&config, StubPipeline { source, calls: Mutex::new(Vec::new()) }).await.unwrap();
     let addr = daemon.local_addr().unwrap();
     let reconciler = daemon.reconciler().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -858,19 +658,11 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     wait_for("startup run", || calls().len() == 1).await;
     assert_eq!(calls()[0].1, Trigger::Startup);
     wait_for("ready", || reconciler.readiness().is_ok()).await;
-    assert_eq!(
-        http_async(addr, "GET", "/healthz", vec![], vec![]).await.0,
-        200
-    );
-    assert_eq!(
-        http_async(addr, "GET", "/readyz", vec![], vec![]).await.0,
-        200
-    );
+    assert_eq!(http_async(addr, "GET", "/healthz", vec![], vec![]).await.0, 200);
+    assert_eq!(http_async(addr, "GET", "/readyz", vec![], vec![]).await.0, 200);
 
     let head = remote.commit("fleet/new.yaml", "kind: Profile\nname: new\n", &[]);
-    let body = format!(
-        r#"{{"ref":"refs/heads/main","after":"{head}","repository":{{"full_name":"ops/fleet"}}}}"#
-    );
+    let body = format!(r#"{{"ref":"refs/heads/main","after":"{head}","repository":{{"full_name":"ops/fleet"}}}}"#);
     let secret = b"It's a Secret to Everybody";
 
     // A bad signature: 401, nothing queued.
@@ -879,30 +671,18 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
         addr,
         "POST",
         "/hooks/github",
-        vec![
-            ("X-Hub-Signature-256", bad.clone()),
-            ("X-GitHub-Event", "push".into()),
-        ],
+        vec![("X-Hub-Signature-256", bad.clone()), ("X-GitHub-Event", "push".into())],
         body.clone().into_bytes(),
     )
     .await;
     assert_eq!(code, 401, "{text}");
     assert!(!text.contains(&bad[7..]), "the signature is not echoed");
-    let (code, _) = http_async(
-        addr,
-        "POST",
-        "/hooks/github",
-        vec![("X-GitHub-Event", "push".into())],
-        body.clone().into_bytes(),
-    )
-    .await;
+    let (code, _) =
+        http_async(addr, "POST", "/hooks/github", vec![("X-GitHub-Event", "push".into())], body.clone().into_bytes())
+            .await;
     assert_eq!(code, 401, "missing signature");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        calls().len(),
-        1,
-        "nothing queued for unauthenticated webhooks"
-    );
+    assert_eq!(calls().len(), 1, "nothing queued for unauthenticated webhooks");
 
     // A push to another branch: accepted and ignored.
     let other = body.replace("refs/heads/main", "refs/heads/feature");
@@ -911,24 +691,13 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
         addr,
         "POST",
         "/hooks/github",
-        vec![
-            ("X-Hub-Signature-256", sig),
-            ("X-GitHub-Event", "push".into()),
-        ],
+        vec![("X-Hub-Signature-256", sig), ("X-GitHub-Event", "push".into())],
         other.into_bytes(),
     )
     .await;
-    assert_eq!(
-        (code, text.trim()),
-        (202, "ignored: ref refs/heads/feature")
-    );
+    assert_eq!((code, text.trim()), (202, "ignored: ref refs/heads/feature"));
     // An unconfigured provider: 404.
-    assert_eq!(
-        http_async(addr, "POST", "/hooks/gitlab", vec![], b"{}".to_vec())
-            .await
-            .0,
-        404
-    );
+    assert_eq!(http_async(addr, "POST", "/hooks/gitlab", vec![], b"{}".to_vec()).await.0, 404);
 
     // A good one: measure POST → reconcile call.
     let mut timings = Vec::new();
@@ -940,10 +709,7 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
             addr,
             "POST",
             "/hooks/github",
-            vec![
-                ("X-Hub-Signature-256", sig),
-                ("X-GitHub-Event", "push".into()),
-            ],
+            vec![("X-Hub-Signature-256", sig), ("X-GitHub-Event", "push".into())],
             body.clone().into_bytes(),
         )
         .await;
@@ -955,47 +721,28 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
         println!("round {round}: webhook answered in {answered:?}, reconcile started {latency:?} after the POST");
         timings.push(latency);
         assert_eq!(cluster, "lab");
-        assert_eq!(
-            trigger,
-            Trigger::Webhook {
-                provider: "github".into(),
-                revision: head.clone()
-            }
-        );
+        assert_eq!(trigger, Trigger::Webhook { provider: "github".into(), revision: head.clone() });
         reconciler.drained().await;
     }
     timings.sort();
-    println!(
-        "webhook → reconcile: min {:?}, median {:?}, max {:?}",
-        timings[0], timings[2], timings[4]
-    );
-    assert!(
-        timings[4] < Duration::from_secs(2),
-        "over the 2 s budget: {timings:?}"
-    );
+    println!("webhook → reconcile: min {:?}, median {:?}, max {:?}", timings[0], timings[2], timings[4]);
+    assert!(timings[4] < Duration::from_secs(2), "over the 2 s budget: {timings:?}");
 
     // Status and metrics show the run; no secrets anywhere.
     let (code, status) = http_async(addr, "GET", "/status", vec![], vec![]).await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["clusters"]["lab"]["applied_revision"], head);
-    assert_eq!(
-        v["clusters"]["lab"]["last_run"]["outcome"]["result"],
-        "no-changes"
-    );
+    assert_eq!(v["clusters"]["lab"]["last_run"]["outcome"]["result"], "no-changes");
     assert_eq!(v["source"]["head"], head);
     let (code, metrics) = http_async(addr, "GET", "/metrics", vec![], vec![]).await;
     assert_eq!(code, 200);
     assert!(
-        metrics.contains(&format!(
-            "lxd_gitops_last_applied_revision_info{{cluster=\"lab\",revision=\"{head}\"}} 1"
-        )),
+        metrics.contains(&format!("lxd_gitops_last_applied_revision_info{{cluster=\"lab\",revision=\"{head}\"}} 1")),
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            "lxd_gitops_webhook_requests_total{provider=\"github\",result=\"unauthorized\"} 2"
-        ),
+        metrics.contains("lxd_gitops_webhook_requests_total{provider=\"github\",result=\"unauthorized\"} 2"),
         "{metrics}"
     );
     for s in [&status, &metrics] {
@@ -1003,98 +750,32 @@ async fn webhooks_are_verified_and_reach_the_reconciler_in_milliseconds() {
     }
 
     // Manual runs and suspension need the admin token.
-    assert_eq!(
-        http_async(addr, "POST", "/reconcile?cluster=lab", vec![], vec![])
-            .await
-            .0,
-        401
-    );
+    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=lab", vec![], vec![]).await.0, 401);
     let auth = ("Authorization", "Bearer let-me-in".to_string());
     let before = calls().len();
-    let (code, text) = http_async(
-        addr,
-        "POST",
-        "/reconcile?cluster=lab",
-        vec![auth.clone()],
-        vec![],
-    )
-    .await;
+    let (code, text) = http_async(addr, "POST", "/reconcile?cluster=lab", vec![auth.clone()], vec![]).await;
     assert_eq!(code, 202, "{text}");
     wait_for("manual run", || calls().len() > before).await;
     reconciler.drained().await;
-    assert_eq!(
-        http_async(
-            addr,
-            "POST",
-            "/reconcile?cluster=nope",
-            vec![auth.clone()],
-            vec![]
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        http_async(
-            addr,
-            "POST",
-            "/clusters/lab/suspend",
-            vec![auth.clone()],
-            vec![]
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=nope", vec![auth.clone()], vec![]).await.0, 404);
+    assert_eq!(http_async(addr, "POST", "/clusters/lab/suspend", vec![auth.clone()], vec![]).await.0, 200);
     let before = calls().len();
-    assert_eq!(
-        http_async(
-            addr,
-            "POST",
-            "/reconcile?cluster=lab",
-            vec![auth.clone()],
-            vec![]
-        )
-        .await
-        .0,
-        409
-    );
+    assert_eq!(http_async(addr, "POST", "/reconcile?cluster=lab", vec![auth.clone()], vec![]).await.0, 409);
     let sig = format!("sha256={}", sign(secret, body.as_bytes()));
     assert_eq!(
-        http_async(
-            addr,
-            "POST",
-            "/hooks/github",
-            vec![("X-Hub-Signature-256", sig)],
-            body.clone().into_bytes()
-        )
-        .await
-        .0,
+        http_async(addr, "POST", "/hooks/github", vec![("X-Hub-Signature-256", sig)], body.clone().into_bytes())
+            .await
+            .0,
         202
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(calls().len(), before, "a suspended cluster runs nothing");
     let (_, status) = http_async(addr, "GET", "/status", vec![], vec![]).await;
     assert!(status.contains("\"suspended\":true"), "{status}");
-    assert_eq!(
-        http_async(
-            addr,
-            "POST",
-            "/clusters/lab/resume",
-            vec![auth.clone()],
-            vec![]
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(http_async(addr, "POST", "/clusters/lab/resume", vec![auth.clone()], vec![]).await.0, 200);
     wait_for("catch-up run after resume", || calls().len() > before).await;
 
     // Graceful shutdown.
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
 }

@@ -66,25 +66,15 @@ where
                 let mut i = 0;
                 while i < waiting.len() {
                     let n = &waiting[i];
-                    let failed_dep = n
-                        .depends_on
-                        .iter()
-                        .find(|d| not_ok.contains_key(*d))
-                        .cloned();
+                    let failed_dep = n.depends_on.iter().find(|d| not_ok.contains_key(*d)).cloned();
                     let reason = match (&n.hold, failed_dep) {
                         (Some(h), _) => Some(h.clone()),
-                        (None, Some(d)) => {
-                            Some(format!("skipped: step `{d}` it depends on did not succeed"))
-                        }
+                        (None, Some(d)) => Some(format!("skipped: step `{d}` it depends on did not succeed")),
                         _ => None,
                     };
                     if let Some(reason) = reason {
                         let n = waiting.remove(i);
-                        let r = StepResult {
-                            id: n.id.clone(),
-                            outcome: Outcome::Skipped(reason),
-                            duration_ms: 0,
-                        };
+                        let r = StepResult { id: n.id.clone(), outcome: Outcome::Skipped(reason), duration_ms: 0 };
                         on_done(&r);
                         not_ok.insert(n.id, ());
                         results.push(r);
@@ -98,9 +88,10 @@ where
             let mut i = 0;
             while running.len() < limit && i < waiting.len() {
                 // A dependency is met when it succeeded, or when this run never had it.
-                let ready = waiting[i].depends_on.iter().all(|d| {
-                    ok.contains(d) || !(in_flight.contains(d) || waiting.iter().any(|n| &n.id == d))
-                });
+                let ready = waiting[i]
+                    .depends_on
+                    .iter()
+                    .all(|d| ok.contains(d) || !(in_flight.contains(d) || waiting.iter().any(|n| &n.id == d)));
                 if ready {
                     let n = waiting.remove(i);
                     let id = n.id.clone();
@@ -144,11 +135,7 @@ where
                         Outcome::Failed(e)
                     }
                 };
-                let r = StepResult {
-                    id,
-                    outcome,
-                    duration_ms: duration_ms(elapsed),
-                };
+                let r = StepResult { id, outcome, duration_ms: duration_ms(elapsed) };
                 on_done(&r);
                 results.push(r);
             }
@@ -167,22 +154,15 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn node(id: &str, deps: &[&str]) -> Node<String> {
-        Node {
-            id: id.into(),
-            depends_on: deps.iter().map(|s| s.to_string()).collect(),
-            hold: None,
-            work: id.into(),
-        }
+        Node { id: id.into(), depends_on: deps.iter().map(|s| s.to_string()).collect(), hold: None, work: id.into() }
     }
 
     #[tokio::test]
     async fn phases_run_in_order_and_failures_skip_dependents_only() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
-        let phases = vec![
-            vec![node("a", &[]), node("b", &[])],
-            vec![node("c", &["a"]), node("d", &["b"]), node("e", &["d"])],
-        ];
+        let phases =
+            vec![vec![node("a", &[]), node("b", &[])], vec![node("c", &["a"]), node("d", &["b"]), node("e", &["d"])]];
         let results = run(
             phases,
             |_| 4,
@@ -200,10 +180,7 @@ mod tests {
             |_| {},
         )
         .await;
-        let by: BTreeMap<_, _> = results
-            .iter()
-            .map(|r| (r.id.as_str(), r.outcome.clone()))
-            .collect();
+        let by: BTreeMap<_, _> = results.iter().map(|r| (r.id.as_str(), r.outcome.clone())).collect();
         assert_eq!(by["a"], Outcome::Ok);
         assert_eq!(by["b"], Outcome::Failed("boom".into()));
         assert_eq!(by["c"], Outcome::Ok);
@@ -221,12 +198,7 @@ mod tests {
         let active = Arc::new(Mutex::new((0usize, 0usize)));
         let order = Arc::new(Mutex::new(Vec::new()));
         let (a2, o2) = (active.clone(), order.clone());
-        let phases = vec![vec![
-            node("x", &[]),
-            node("y", &["x"]),
-            node("z", &[]),
-            node("w", &[]),
-        ]];
+        let phases = vec![vec![node("x", &[]), node("y", &["x"]), node("z", &[]), node("w", &[])]];
         let results = run(
             phases,
             |_| 2,
@@ -248,11 +220,7 @@ mod tests {
         )
         .await;
         assert!(results.iter().all(|r| r.outcome == Outcome::Ok));
-        assert_eq!(
-            active.lock().unwrap().1,
-            2,
-            "at most 2 at once, and 2 were used"
-        );
+        assert_eq!(active.lock().unwrap().1, 2, "at most 2 at once, and 2 were used");
         let o = order.lock().unwrap().clone();
         assert!(o.iter().position(|s| s == "x") < o.iter().position(|s| s == "y"));
     }
@@ -261,17 +229,8 @@ mod tests {
     async fn held_steps_are_skipped_with_their_reason() {
         let mut n = node("r", &[]);
         n.hold = Some("restart needed, policy.allow_restart is false".into());
-        let results = run(
-            vec![vec![n, node("s", &["r"])]],
-            |_| 1,
-            |_w: String| async { Ok(()) },
-            |_| {},
-        )
-        .await;
-        assert_eq!(
-            results[0].outcome,
-            Outcome::Skipped("restart needed, policy.allow_restart is false".into())
-        );
+        let results = run(vec![vec![n, node("s", &["r"])]], |_| 1, |_w: String| async { Ok(()) }, |_| {}).await;
+        assert_eq!(results[0].outcome, Outcome::Skipped("restart needed, policy.allow_restart is false".into()));
         assert!(matches!(&results[1].outcome, Outcome::Skipped(_)));
     }
 }

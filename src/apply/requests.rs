@@ -25,11 +25,7 @@ pub fn project_query(project: &str) -> String {
 
 /// Joins a path with query parts, skipping empty ones.
 pub fn with_query(path: &str, parts: &[String]) -> String {
-    let q: Vec<&str> = parts
-        .iter()
-        .map(String::as_str)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let q: Vec<&str> = parts.iter().map(String::as_str).filter(|p| !p.is_empty()).collect();
     if q.is_empty() {
         path.to_string()
     } else {
@@ -50,10 +46,7 @@ fn obj<T: serde::Serialize>(v: &T) -> Value {
 // --- projects -----------------------------------------------------------
 
 pub fn project_create(p: &Project, cluster: &str) -> (String, Value) {
-    (
-        "/1.0/projects".into(),
-        json!({"name": p.name, "description": p.description, "config": owned(&p.config, cluster)}),
-    )
+    ("/1.0/projects".into(), json!({"name": p.name, "description": p.description, "config": owned(&p.config, cluster)}))
 }
 
 /// Body of the PUT after GET: PATCH on projects replaces config in 5.0, so always PUT.
@@ -64,10 +57,7 @@ pub fn project_put(p: &Project, live: &Value) -> Value {
 /// Desired config plus the live ownership marker, which the fleet never states.
 pub fn keep_owner(config: &ConfigMap, live_config: Option<&Value>) -> ConfigMap {
     let mut c = config.clone();
-    if let Some(owner) = live_config
-        .and_then(|l| l.get(OWNER_KEY))
-        .and_then(Value::as_str)
-    {
+    if let Some(owner) = live_config.and_then(|l| l.get(OWNER_KEY)).and_then(Value::as_str) {
         c.insert(OWNER_KEY.to_string(), owner.to_string());
     }
     c
@@ -112,12 +102,7 @@ pub fn network_create(n: &Network, members: &[String], cluster: &str) -> Vec<(St
 
 /// PUT body of the global part of a pool or network: global keys only (LXD
 /// refuses member keys without `?target=`).
-pub fn global_put(
-    description: &str,
-    config: &ConfigMap,
-    live: &Value,
-    member_keys: &[&str],
-) -> Value {
+pub fn global_put(description: &str, config: &ConfigMap, live: &Value, member_keys: &[&str]) -> Value {
     let mut c = keep_owner(config, live.get("config"));
     // volatile keys LXD keeps must be sent back, or LXD treats them as removed.
     if let Some(lc) = live.get("config").and_then(Value::as_object) {
@@ -141,10 +126,7 @@ pub fn profile_create(p: &Profile, cluster: &str) -> (String, Value) {
 }
 
 pub fn profile_path(project: &str, name: &str) -> String {
-    with_query(
-        &format!("/1.0/profiles/{}", enc(name)),
-        &[project_query(project)],
-    )
+    with_query(&format!("/1.0/profiles/{}", enc(name)), &[project_query(project)])
 }
 
 pub fn profile_put(p: &Profile, live: &Value) -> Value {
@@ -194,13 +176,8 @@ pub fn image_pull(img: &Image, cluster: &str) -> Option<(String, Value)> {
 /// PUT body for an image's writable fields (sync).
 pub fn image_put(img: &Image, live: &Value, cluster: &str) -> Value {
     let mut props = img.properties.clone();
-    let owner = live
-        .pointer(&format!("/properties/{}", IMAGE_OWNER_PROPERTY))
-        .and_then(Value::as_str);
-    props.insert(
-        IMAGE_OWNER_PROPERTY.into(),
-        owner.unwrap_or(cluster).to_string(),
-    );
+    let owner = live.pointer(&format!("/properties/{}", IMAGE_OWNER_PROPERTY)).and_then(Value::as_str);
+    props.insert(IMAGE_OWNER_PROPERTY.into(), owner.unwrap_or(cluster).to_string());
     json!({
         "auto_update": img.auto_update,
         "public": img.public,
@@ -220,17 +197,11 @@ pub fn alias_create(project: &str, alias: &ImageAlias, fingerprint: &str) -> (St
 // --- instances --------------------------------------------------------------
 
 pub fn instance_path(project: &str, name: &str) -> String {
-    with_query(
-        &format!("/1.0/instances/{}", enc(name)),
-        &[project_query(project)],
-    )
+    with_query(&format!("/1.0/instances/{}", enc(name)), &[project_query(project)])
 }
 
 pub fn instance_state_path(project: &str, name: &str) -> String {
-    with_query(
-        &format!("/1.0/instances/{}/state", enc(name)),
-        &[project_query(project)],
-    )
+    with_query(&format!("/1.0/instances/{}/state", enc(name)), &[project_query(project)])
 }
 
 /// POST body creating an instance from a local image alias (async).
@@ -296,13 +267,7 @@ pub fn member_put(m: &Member, live: &Value) -> Value {
     let mut roles: Vec<String> = live
         .get("roles")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .filter(|r| r.starts_with("database"))
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).filter(|r| r.starts_with("database")).map(str::to_string).collect())
         .unwrap_or_default();
     roles.extend(m.roles.iter().cloned());
     json!({
@@ -318,8 +283,7 @@ pub fn member_put(m: &Member, live: &Value) -> Value {
 
 /// POST body: the certificate as base64 DER, without PEM armour (5.0).
 pub fn certificate_create(c: &Certificate) -> Result<(String, Value), String> {
-    let (_, pem) =
-        x509_parser::pem::parse_x509_pem(c.certificate.as_bytes()).map_err(|e| e.to_string())?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(c.certificate.as_bytes()).map_err(|e| e.to_string())?;
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&pem.contents);
     Ok((
@@ -387,11 +351,7 @@ mod tests {
         let p = StoragePool {
             name: "fast".into(),
             driver: "dir".into(),
-            member_config: [(
-                "n1".to_string(),
-                ConfigMap::from([("source".into(), "/srv/a".into())]),
-            )]
-            .into(),
+            member_config: [("n1".to_string(), ConfigMap::from([("source".into(), "/srv/a".into())]))].into(),
             ..Default::default()
         };
         let reqs = pool_create(&p, &["n1".into(), "n2".into()], "lab");
@@ -411,22 +371,13 @@ mod tests {
             groups: vec!["default".into()],
             ..Default::default()
         };
-        let body = member_put(
-            &m,
-            &json!({"roles": ["database-leader", "database", "ovn-chassis"]}),
-        );
-        assert_eq!(
-            body["roles"],
-            json!(["database-leader", "database", "event-hub"])
-        );
+        let body = member_put(&m, &json!({"roles": ["database-leader", "database", "ovn-chassis"]}));
+        assert_eq!(body["roles"], json!(["database-leader", "database", "event-hub"]));
     }
 
     #[test]
     fn default_project_has_no_query() {
         assert_eq!(profile_path("default", "base"), "/1.0/profiles/base");
-        assert_eq!(
-            profile_path("my proj", "base"),
-            "/1.0/profiles/base?project=my%20proj"
-        );
+        assert_eq!(profile_path("my proj", "base"), "/1.0/profiles/base?project=my%20proj");
     }
 }

@@ -10,11 +10,7 @@ use std::process::ExitCode;
 mod validate;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "lxd-gitops",
-    version,
-    about = "GitOps reconciler for LXD clusters"
-)]
+#[command(name = "lxd-gitops", version, about = "GitOps reconciler for LXD clusters")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -20,12 +20,7 @@ pub fn run(args: Args) -> ExitCode {
             if args.format == OutputFormat::Json {
                 println!("[]");
             } else {
-                let n: usize = f
-                    .desired
-                    .clusters
-                    .values()
-                    .map(|c| c.objects.len() + 1)
-                    .sum();
+                let n: usize = f.desired.clusters.values().map(|c| c.objects.len() + 1).sum();
                 println!(
                     "{}: valid ({} objects in {} files, {} cluster(s))",
                     args.path.display(),

@@ -54,18 +54,12 @@ impl CronLine {
         } else {
             vec![build(dom, &dow_names)?]
         };
-        Ok(CronLine {
-            text: text.to_string(),
-            schedules,
-        })
+        Ok(CronLine { text: text.to_string(), schedules })
     }
 
     /// The first tick strictly after `after`.
     pub fn next_after(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedules
-            .iter()
-            .filter_map(|s| s.after(after).next())
-            .min()
+        self.schedules.iter().filter_map(|s| s.after(after).next()).min()
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,11 +77,7 @@ fn translate_dow(field: &str) -> Result<String, String> {
     let mut days = [false; 7];
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<usize>()
-                    .map_err(|_| format!("bad step `{s}` in day-of-week"))?,
-            ),
+            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step `{s}` in day-of-week"))?),
             None => (item, 1),
         };
         if step == 0 {
@@ -114,16 +104,9 @@ fn translate_dow(field: &str) -> Result<String, String> {
 
 fn day_number(s: &str) -> Result<usize, String> {
     if let Ok(n) = s.parse::<usize>() {
-        return if n <= 7 {
-            Ok(n)
-        } else {
-            Err(format!("day-of-week `{n}` is out of range 0-7"))
-        };
+        return if n <= 7 { Ok(n) } else { Err(format!("day-of-week `{n}` is out of range 0-7")) };
     }
-    DAY_NAMES
-        .iter()
-        .position(|d| d.eq_ignore_ascii_case(s))
-        .ok_or_else(|| format!("`{s}` is not a day of the week"))
+    DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(s)).ok_or_else(|| format!("`{s}` is not a day of the week"))
 }
 
 /// Parses durations such as `90s`, `30m`, `2h`, `1h30m`, `1d`.
@@ -143,10 +126,7 @@ mod tests {
     #[test]
     fn five_fields_every_quarter_hour() {
         let c = CronLine::parse("*/15 * * * *").unwrap();
-        assert_eq!(
-            c.next_after(&at(2026, 11, 23, 10, 1)),
-            Some(at(2026, 11, 23, 10, 15))
-        );
+        assert_eq!(c.next_after(&at(2026, 11, 23, 10, 1)), Some(at(2026, 11, 23, 10, 15)));
     }
 
     #[test]
@@ -165,28 +145,16 @@ mod tests {
     fn weekday_ranges_mean_monday_to_friday() {
         let c = CronLine::parse("0 9 * * 1-5").unwrap();
         // Saturday 2026-11-28 -> next Monday 2026-11-30.
-        assert_eq!(
-            c.next_after(&at(2026, 11, 28, 0, 0)),
-            Some(at(2026, 11, 30, 9, 0))
-        );
-        assert_eq!(
-            c.next_after(&at(2026, 11, 23, 8, 0)),
-            Some(at(2026, 11, 23, 9, 0))
-        );
+        assert_eq!(c.next_after(&at(2026, 11, 28, 0, 0)), Some(at(2026, 11, 30, 9, 0)));
+        assert_eq!(c.next_after(&at(2026, 11, 23, 8, 0)), Some(at(2026, 11, 23, 9, 0)));
     }
 
     #[test]
     fn both_day_fields_restricted_match_either() {
         // The 1st of the month OR any Sunday: from Mon 2026-11-23 the next is Sun 11-29.
         let c = CronLine::parse("0 0 1 * 0").unwrap();
-        assert_eq!(
-            c.next_after(&at(2026, 11, 23, 0, 0)),
-            Some(at(2026, 11, 29, 0, 0))
-        );
-        assert_eq!(
-            c.next_after(&at(2026, 11, 29, 1, 0)),
-            Some(at(2026, 12, 1, 0, 0))
-        );
+        assert_eq!(c.next_after(&at(2026, 11, 23, 0, 0)), Some(at(2026, 11, 29, 0, 0)));
+        assert_eq!(c.next_after(&at(2026, 11, 29, 1, 0)), Some(at(2026, 12, 1, 0, 0)));
     }
 
     #[test]
@@ -195,12 +163,8 @@ mod tests {
         assert!(CronLine::parse("@often").unwrap_err().contains("macro"));
         assert!(CronLine::parse("* * * *").unwrap_err().contains("5 fields"));
         assert!(CronLine::parse("61 * * * *").is_err());
-        assert!(CronLine::parse("0 0 * * 8")
-            .unwrap_err()
-            .contains("out of range"));
-        assert!(CronLine::parse("0 0 * * 5-1")
-            .unwrap_err()
-            .contains("backwards"));
+        assert!(CronLine::parse("0 0 * * 8").unwrap_err().contains("out of range"));
+        assert!(CronLine::parse("0 0 * * 5-1").unwrap_err().contains("backwards"));
         assert!(CronLine::parse("0 0 * * 1 2 3").is_err());
     }
 

@@ -122,12 +122,7 @@ mod tests {
 
     #[test]
     fn sorted_by_file_then_line() {
-        let out = finish(vec![
-            d("b.yaml", 1, "x"),
-            d("a.yaml", 9, "y"),
-            d("a.yaml", 2, "z"),
-            d("a.yaml", 2, "z"),
-        ]);
+        let out = finish(vec![d("b.yaml", 1, "x"), d("a.yaml", 9, "y"), d("a.yaml", 2, "z"), d("a.yaml", 2, "z")]);
         let order: Vec<_> = out.iter().map(|d| (d.file.as_str(), d.line)).collect();
         assert_eq!(order, vec![("a.yaml", 2), ("a.yaml", 9), ("b.yaml", 1)]);
     }
@@ -135,10 +130,7 @@ mod tests {
     #[test]
     fn text_form_is_file_line_column_object_message() {
         let s = d("a.yaml", 3, "boom").to_string();
-        assert_eq!(
-            s,
-            "a.yaml:3:1: Instance/web/w1: boom (at /config)\n    hint: try this"
-        );
+        assert_eq!(s, "a.yaml:3:1: Instance/web/w1: boom (at /config)\n    hint: try this");
     }
 
     #[test]

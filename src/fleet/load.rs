@@ -96,12 +96,7 @@ pub fn load_dir(root: &Path) -> (LoadedFleet, Vec<Diagnostic>) {
     let mut fleet = LoadedFleet::default();
     let mut files = Vec::new();
     if let Err(e) = collect_files(root, root, &mut files) {
-        diags.push(plain(
-            ".",
-            Pos { line: 1, column: 1 },
-            Rule::Read,
-            format!("cannot read {}: {e}", root.display()),
-        ));
+        diags.push(plain(".", Pos { line: 1, column: 1 }, Rule::Read, format!("cannot read {}: {e}", root.display())));
         return (fleet, diags);
     }
     files.sort();
@@ -123,18 +118,9 @@ pub fn load_texts(files: &[(&str, &str)]) -> (LoadedFleet, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut pending = Vec::new();
     for (rel, text) in files {
-        load_text(
-            Path::new("/nonexistent"),
-            rel,
-            text,
-            &mut pending,
-            &mut diags,
-        );
+        load_text(Path::new("/nonexistent"), rel, text, &mut pending, &mut diags);
     }
-    let mut fleet = LoadedFleet {
-        files: files.len(),
-        ..Default::default()
-    };
+    let mut fleet = LoadedFleet { files: files.len(), ..Default::default() };
     pending.sort_by_key(|p| p.kind != Kind::Cluster);
     for p in pending {
         insert(&mut fleet, p, &mut diags);
@@ -154,9 +140,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Res
         let path = entry.path();
         if ft.is_dir() {
             collect_files(root, &path, out)?;
-        } else if (ft.is_file() || ft.is_symlink())
-            && (name.ends_with(".yaml") || name.ends_with(".yml"))
-        {
+        } else if (ft.is_file() || ft.is_symlink()) && (name.ends_with(".yaml") || name.ends_with(".yml")) {
             let rel = path.strip_prefix(root).unwrap_or(&path);
             out.push(rel.to_string_lossy().replace('\\', "/"));
         }
@@ -190,12 +174,7 @@ fn load_file(root: &Path, rel: &str, pending: &mut Vec<Pending>, diags: &mut Vec
     let bytes = match std::fs::read(root.join(rel)) {
         Ok(b) => b,
         Err(e) => {
-            diags.push(plain(
-                rel,
-                Pos { line: 1, column: 1 },
-                Rule::Read,
-                format!("cannot read file: {e}"),
-            ));
+            diags.push(plain(rel, Pos { line: 1, column: 1 }, Rule::Read, format!("cannot read file: {e}")));
             return;
         }
     };
@@ -205,23 +184,12 @@ fn load_file(root: &Path, rel: &str, pending: &mut Vec<Pending>, diags: &mut Vec
             let upto = &bytes[..e.valid_up_to()];
             let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
             let column = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
-            diags.push(plain(
-                rel,
-                Pos { line, column },
-                Rule::Read,
-                "file is not valid UTF-8 text".into(),
-            ));
+            diags.push(plain(rel, Pos { line, column }, Rule::Read, "file is not valid UTF-8 text".into()));
         }
     }
 }
 
-fn load_text(
-    root: &Path,
-    rel: &str,
-    text: &str,
-    pending: &mut Vec<Pending>,
-    diags: &mut Vec<Diagnostic>,
-) {
+fn load_text(root: &Path, rel: &str, text: &str, pending: &mut Vec<Pending>, diags: &mut Vec<Diagnostic>) {
     let docs = match yaml::parse_documents(text) {
         Ok(d) => d,
         Err(e) => {
@@ -231,12 +199,7 @@ fn load_text(
     };
     for doc in docs {
         let Some(obj) = doc.value.as_object() else {
-            diags.push(plain(
-                rel,
-                doc.start,
-                Rule::Kind,
-                "a fleet document must be a mapping with a `kind`".into(),
-            ));
+            diags.push(plain(rel, doc.start, Rule::Kind, "a fleet document must be a mapping with a `kind`".into()));
             continue;
         };
         let kind = match obj.get("kind") {
@@ -253,23 +216,13 @@ fn load_text(
                     diags.push(Diagnostic {
                         hint: Some(format!("one of: {}", kind_list())),
                         path: "/kind".into(),
-                        ..plain(
-                            rel,
-                            doc.value_pos("/kind"),
-                            Rule::Kind,
-                            format!("unknown kind `{k}`"),
-                        )
+                        ..plain(rel, doc.value_pos("/kind"), Rule::Kind, format!("unknown kind `{k}`"))
                     });
                     continue;
                 }
             },
             Some(_) => {
-                diags.push(plain(
-                    rel,
-                    doc.value_pos("/kind"),
-                    Rule::Kind,
-                    "`kind` must be a string".into(),
-                ));
+                diags.push(plain(rel, doc.value_pos("/kind"), Rule::Kind, "`kind` must be a string".into()));
                 continue;
             }
         };
@@ -286,41 +239,24 @@ fn load_text(
         }
         let map = value.as_object_mut().expect("checked above");
         map.remove("kind");
-        let cluster = map
-            .remove("cluster")
-            .and_then(|v| v.as_str().map(str::to_string));
+        let cluster = map.remove("cluster").and_then(|v| v.as_str().map(str::to_string));
         let doc = Arc::new(doc);
         if let Err(d) = resolve_files(root, rel, kind, &mut value, &doc, label.as_deref()) {
             diags.push(d);
             continue;
         }
-        pending.push(Pending {
-            kind,
-            cluster,
-            file: rel.to_string(),
-            doc,
-            value,
-        });
+        pending.push(Pending { kind, cluster, file: rel.to_string(), doc, value });
     }
 }
 
 fn kind_list() -> String {
-    Kind::ALL
-        .iter()
-        .map(|k| k.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn object_label(kind: Kind, obj: &serde_json::Map<String, Value>) -> Option<String> {
-    let name = obj
-        .get(if kind == Kind::Snap { "member" } else { "name" })?
-        .as_str()?;
+    let name = obj.get(if kind == Kind::Snap { "member" } else { "name" })?.as_str()?;
     if kind.is_project_scoped() {
-        let project = obj
-            .get("project")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let project = obj.get("project").and_then(Value::as_str).unwrap_or("default");
         Some(format!("{kind}/{project}/{name}"))
     } else {
         Some(format!("{kind}/{name}"))
@@ -372,55 +308,27 @@ fn resolve_files(
             let (pem, pointer) = match value.get("certificate_file").and_then(Value::as_str) {
                 Some(f) => {
                     let path = repo_path(rel, f).ok_or_else(|| {
-                        err(
-                            "/certificate_file",
-                            format!("`{f}` points outside the repository"),
-                            None,
-                        )
+                        err("/certificate_file", format!("`{f}` points outside the repository"), None)
                     })?;
-                    let text = std::fs::read_to_string(root.join(&path)).map_err(|e| {
-                        err(
-                            "/certificate_file",
-                            format!("cannot read `{path}`: {e}"),
-                            None,
-                        )
-                    })?;
+                    let text = std::fs::read_to_string(root.join(&path))
+                        .map_err(|e| err("/certificate_file", format!("cannot read `{path}`: {e}"), None))?;
                     (text, "/certificate_file")
                 }
-                None => (
-                    value
-                        .get("certificate")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    "/certificate",
-                ),
+                None => (value.get("certificate").and_then(Value::as_str).unwrap_or("").to_string(), "/certificate"),
             };
             let fingerprint = pem_fingerprint(&pem).map_err(|m| {
                 err(pointer, format!("not a valid PEM certificate: {m}"), Some("paste the output of `openssl x509 -in cert.crt` (BEGIN CERTIFICATE ... END CERTIFICATE); never a private key".into()))
             })?;
             let map = value.as_object_mut().expect("object");
-            map.insert(
-                "certificate".into(),
-                Value::String(pem.trim().to_string() + "\n"),
-            );
+            map.insert("certificate".into(), Value::String(pem.trim().to_string() + "\n"));
             map.insert("fingerprint".into(), Value::String(fingerprint));
         }
         Kind::Image => {
             if let Some(f) = value.pointer("/source/file").and_then(Value::as_str) {
-                let path = repo_path(rel, f).ok_or_else(|| {
-                    err(
-                        "/source/file",
-                        format!("`{f}` points outside the repository"),
-                        None,
-                    )
-                })?;
+                let path = repo_path(rel, f)
+                    .ok_or_else(|| err("/source/file", format!("`{f}` points outside the repository"), None))?;
                 if !root.join(&path).is_file() && root != Path::new("/nonexistent") {
-                    return Err(err(
-                        "/source/file",
-                        format!("image file `{path}` does not exist"),
-                        None,
-                    ));
+                    return Err(err("/source/file", format!("image file `{path}` does not exist"), None));
                 }
                 if let Some(v) = value.pointer_mut("/source/file") {
                     *v = Value::String(path);
@@ -435,35 +343,20 @@ fn resolve_files(
 /// Lowercase hex SHA-256 of the DER of the first certificate in `pem`.
 pub fn pem_fingerprint(pem: &str) -> Result<String, String> {
     if pem.contains("PRIVATE KEY") {
-        return Err(
-            "the text contains a private key, which must never be in the repository".into(),
-        );
+        return Err("the text contains a private key, which must never be in the repository".into());
     }
-    let (_, parsed) =
-        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| format!("{e}"))?;
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| format!("{e}"))?;
     if parsed.label != "CERTIFICATE" {
-        return Err(format!(
-            "PEM block is `{}`, expected `CERTIFICATE`",
-            parsed.label
-        ));
+        return Err(format!("PEM block is `{}`, expected `CERTIFICATE`", parsed.label));
     }
     x509_parser::parse_x509_certificate(&parsed.contents).map_err(|e| format!("{e}"))?;
     Ok(hex::encode(Sha256::digest(&parsed.contents)))
 }
 
 fn insert(fleet: &mut LoadedFleet, p: Pending, diags: &mut Vec<Diagnostic>) {
-    let Pending {
-        kind,
-        cluster,
-        file,
-        doc,
-        value,
-    } = p;
+    let Pending { kind, cluster, file, doc, value } = p;
     let label = value.as_object().and_then(|o| object_label(kind, o));
-    let origin = Origin {
-        file: file.clone(),
-        doc: doc.clone(),
-    };
+    let origin = Origin { file: file.clone(), doc: doc.clone() };
     let decode_err = |e: serde_json::Error| Diagnostic {
         file: file.clone(),
         line: doc.start.line,
@@ -482,21 +375,11 @@ fn insert(fleet: &mut LoadedFleet, p: Pending, diags: &mut Vec<Diagnostic>) {
         let oref = ObjectRef::global(Kind::Cluster, spec.name.clone());
         if let Some(prev) = fleet.desired.clusters.get(&spec.name) {
             let _ = prev;
-            return diags.push(duplicate(
-                &fleet.origins[&(spec.name.clone(), oref.clone())],
-                &origin,
-                &oref,
-            ));
+            return diags.push(duplicate(&fleet.origins[&(spec.name.clone(), oref.clone())], &origin, &oref));
         }
         fleet.origins.insert((spec.name.clone(), oref), origin);
         let name = spec.name.clone();
-        fleet.desired.clusters.insert(
-            name,
-            DesiredCluster {
-                spec,
-                objects: ClusterObjects::default(),
-            },
-        );
+        fleet.desired.clusters.insert(name, DesiredCluster { spec, objects: ClusterObjects::default() });
         return;
     }
     let cluster = cluster.unwrap_or_default();
@@ -511,9 +394,7 @@ fn insert(fleet: &mut LoadedFleet, p: Pending, diags: &mut Vec<Diagnostic>) {
             #[allow(clippy::redundant_closure_call)]
             let oref: ObjectRef = ($oref)(&obj);
             let Some(dc) = fleet.desired.clusters.get_mut(&cluster) else {
-                fleet
-                    .origins
-                    .insert((cluster.clone(), oref.clone()), origin);
+                fleet.origins.insert((cluster.clone(), oref.clone()), origin);
                 fleet.orphans.push((cluster.clone(), oref));
                 return;
             };
@@ -527,75 +408,50 @@ fn insert(fleet: &mut LoadedFleet, p: Pending, diags: &mut Vec<Diagnostic>) {
     }
     match kind {
         Kind::Cluster => unreachable!("handled above"),
-        Kind::Member => put!(
-            Member,
-            members,
-            |o: &Member| o.name.clone(),
-            |o: &Member| ObjectRef::global(kind, o.name.clone())
-        ),
-        Kind::ClusterGroup => put!(
-            ClusterGroup,
-            groups,
-            |o: &ClusterGroup| o.name.clone(),
-            |o: &ClusterGroup| ObjectRef::global(kind, o.name.clone())
-        ),
-        Kind::Project => put!(
-            Project,
-            projects,
-            |o: &Project| o.name.clone(),
-            |o: &Project| ObjectRef::global(kind, o.name.clone())
-        ),
-        Kind::StoragePool => put!(
-            StoragePool,
-            storage_pools,
-            |o: &StoragePool| o.name.clone(),
-            |o: &StoragePool| ObjectRef::global(kind, o.name.clone())
-        ),
-        Kind::Network => put!(
-            Network,
-            networks,
-            |o: &Network| pkey(&o.project, &o.name),
-            |o: &Network| { ObjectRef::in_project(kind, o.project.clone(), o.name.clone()) }
-        ),
-        Kind::Profile => put!(
-            Profile,
-            profiles,
-            |o: &Profile| pkey(&o.project, &o.name),
-            |o: &Profile| { ObjectRef::in_project(kind, o.project.clone(), o.name.clone()) }
-        ),
-        Kind::Image => put!(
-            Image,
-            images,
-            |o: &Image| pkey(&o.project, &o.name),
-            |o: &Image| { ObjectRef::in_project(kind, o.project.clone(), o.name.clone()) }
-        ),
-        Kind::Instance => put!(
-            Instance,
-            instances,
-            |o: &Instance| pkey(&o.project, &o.name),
-            |o: &Instance| { ObjectRef::in_project(kind, o.project.clone(), o.name.clone()) }
-        ),
-        Kind::Certificate => put!(
-            Certificate,
-            certificates,
-            |o: &Certificate| o.name.clone(),
-            |o: &Certificate| ObjectRef::global(kind, o.name.clone())
-        ),
-        Kind::Snap => put!(
-            SnapSettings,
-            snap,
-            |o: &SnapSettings| o.member.clone(),
-            |o: &SnapSettings| { ObjectRef::global(kind, o.member.clone()) }
-        ),
+        Kind::Member => {
+            put!(Member, members, |o: &Member| o.name.clone(), |o: &Member| ObjectRef::global(kind, o.name.clone()))
+        }
+        Kind::ClusterGroup => {
+            put!(ClusterGroup, groups, |o: &ClusterGroup| o.name.clone(), |o: &ClusterGroup| ObjectRef::global(
+                kind,
+                o.name.clone()
+            ))
+        }
+        Kind::Project => {
+            put!(Project, projects, |o: &Project| o.name.clone(), |o: &Project| ObjectRef::global(kind, o.name.clone()))
+        }
+        Kind::StoragePool => {
+            put!(StoragePool, storage_pools, |o: &StoragePool| o.name.clone(), |o: &StoragePool| ObjectRef::global(
+                kind,
+                o.name.clone()
+            ))
+        }
+        Kind::Network => put!(Network, networks, |o: &Network| pkey(&o.project, &o.name), |o: &Network| {
+            ObjectRef::in_project(kind, o.project.clone(), o.name.clone())
+        }),
+        Kind::Profile => put!(Profile, profiles, |o: &Profile| pkey(&o.project, &o.name), |o: &Profile| {
+            ObjectRef::in_project(kind, o.project.clone(), o.name.clone())
+        }),
+        Kind::Image => put!(Image, images, |o: &Image| pkey(&o.project, &o.name), |o: &Image| {
+            ObjectRef::in_project(kind, o.project.clone(), o.name.clone())
+        }),
+        Kind::Instance => put!(Instance, instances, |o: &Instance| pkey(&o.project, &o.name), |o: &Instance| {
+            ObjectRef::in_project(kind, o.project.clone(), o.name.clone())
+        }),
+        Kind::Certificate => {
+            put!(Certificate, certificates, |o: &Certificate| o.name.clone(), |o: &Certificate| ObjectRef::global(
+                kind,
+                o.name.clone()
+            ))
+        }
+        Kind::Snap => put!(SnapSettings, snap, |o: &SnapSettings| o.member.clone(), |o: &SnapSettings| {
+            ObjectRef::global(kind, o.member.clone())
+        }),
     }
 }
 
 fn duplicate(first: &Origin, second: &Origin, oref: &ObjectRef) -> Diagnostic {
-    let name_ptr = if oref.kind == Kind::Snap {
-        "/member"
-    } else {
-        "/name"
-    };
+    let name_ptr = if oref.kind == Kind::Snap { "/member" } else { "/name" };
     let pos = second.value_pos(name_ptr);
     let fpos = first.value_pos(name_ptr);
     Diagnostic {
@@ -605,10 +461,7 @@ fn duplicate(first: &Origin, second: &Origin, oref: &ObjectRef) -> Diagnostic {
         object: Some(oref.to_string()),
         path: name_ptr.into(),
         rule: Rule::Duplicate,
-        message: format!(
-            "duplicate {}: already declared at {}:{}:{}",
-            oref.kind, first.file, fpos.line, fpos.column
-        ),
+        message: format!("duplicate {}: already declared at {}:{}:{}", oref.kind, first.file, fpos.line, fpos.column),
         hint: None,
     }
 }
@@ -635,16 +488,11 @@ mod tests {
     fn duplicates_point_at_the_second_name() {
         let (_, diags) = load_texts(&[
             ("c.yaml", CLUSTER),
-            (
-                "p.yaml",
-                "kind: Profile\ncluster: c\nname: p\n---\nkind: Profile\ncluster: c\nname: p\n",
-            ),
+            ("p.yaml", "kind: Profile\ncluster: c\nname: p\n---\nkind: Profile\ncluster: c\nname: p\n"),
         ]);
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert_eq!((diags[0].line, diags[0].column), (7, 7));
-        assert!(diags[0]
-            .message
-            .contains("duplicate Profile: already declared at p.yaml:3:7"));
+        assert!(diags[0].message.contains("duplicate Profile: already declared at p.yaml:3:7"));
     }
 
     #[test]
@@ -673,25 +521,17 @@ mod tests {
 
     #[test]
     fn repo_paths_stay_inside() {
-        assert_eq!(
-            repo_path("a/b/c.yaml", "x.crt").as_deref(),
-            Some("a/b/x.crt")
-        );
-        assert_eq!(
-            repo_path("a/b/c.yaml", "../x.crt").as_deref(),
-            Some("a/x.crt")
-        );
+        assert_eq!(repo_path("a/b/c.yaml", "x.crt").as_deref(), Some("a/b/x.crt"));
+        assert_eq!(repo_path("a/b/c.yaml", "../x.crt").as_deref(), Some("a/x.crt"));
         assert_eq!(repo_path("a/c.yaml", "../../x.crt"), None);
         assert_eq!(repo_path("a/c.yaml", "/etc/passwd"), None);
     }
 
     #[test]
     fn private_keys_are_refused() {
-        assert!(
-            pem_fingerprint("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
-                .unwrap_err()
-                .contains("private key")
-        );
+        assert!(pem_fingerprint("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+            .unwrap_err()
+            .contains("private key"));
         assert!(pem_fingerprint("hello").is_err());
     }
 }

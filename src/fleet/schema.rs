@@ -86,45 +86,25 @@ pub fn check(kind: Kind, doc: &Document, file: &str, object: Option<&str>) -> Ve
                     } else {
                         Some(format!("allowed here: see schema/{}", kind.schema_file()))
                     };
-                    out.push(diag(
-                        file,
-                        doc.key_pos(&p),
-                        object,
-                        p,
-                        format!("unknown field `{field}`"),
-                        hint,
-                    ));
+                    out.push(diag(file, doc.key_pos(&p), object, p, format!("unknown field `{field}`"), hint));
                 }
                 continue;
             }
             ValidationErrorKind::Required { property } => {
                 let name = property.as_str().unwrap_or("?");
                 let at = first_key_pointer(doc, &path).unwrap_or_else(|| path.clone());
-                (
-                    doc.key_pos(&at),
-                    format!("missing required field `{name}`"),
-                    None,
-                    path,
-                )
+                (doc.key_pos(&at), format!("missing required field `{name}`"), None, path)
             }
             ValidationErrorKind::PropertyNames { error } => {
                 // The offending name is the failing instance of the inner error.
                 let bad = error.instance().as_str().unwrap_or("?").to_string();
                 let p = format!("{path}/{}", escape_pointer_token(&bad));
                 let hint = if bad.starts_with("volatile.") || bad.starts_with("image.") {
-                    Some(
-                        "`volatile.*` and `image.*` keys are written by LXD itself; remove it"
-                            .to_string(),
-                    )
+                    Some("`volatile.*` and `image.*` keys are written by LXD itself; remove it".to_string())
                 } else {
                     None
                 };
-                (
-                    doc.key_pos(&p),
-                    format!("key `{bad}` is not allowed here: {}", error),
-                    hint,
-                    p,
-                )
+                (doc.key_pos(&p), format!("key `{bad}` is not allowed here: {}", error), hint, p)
             }
             _ => (doc.value_pos(&path), err.to_string(), None, path),
         };
@@ -136,9 +116,7 @@ pub fn check(kind: Kind, doc: &Document, file: &str, object: Option<&str>) -> Ve
 /// The first key of the mapping at `pointer`, so "missing field" points at the object.
 fn first_key_pointer(doc: &Document, pointer: &str) -> Option<String> {
     let obj = doc.value.pointer(pointer)?.as_object()?;
-    obj.keys()
-        .map(|k| format!("{pointer}/{}", escape_pointer_token(k)))
-        .min_by_key(|p| doc.key_pos(p))
+    obj.keys().map(|k| format!("{pointer}/{}", escape_pointer_token(k))).min_by_key(|p| doc.key_pos(p))
 }
 
 fn diag(
@@ -183,8 +161,7 @@ mod tests {
 
     #[test]
     fn wrong_type_points_at_the_value() {
-        let doc = &parse_documents("kind: Instance\ncluster: c\nname: i\nephemeral: \"yes\"\n")
-            .unwrap()[0];
+        let doc = &parse_documents("kind: Instance\ncluster: c\nname: i\nephemeral: \"yes\"\n").unwrap()[0];
         let diags = check(Kind::Instance, doc, "i.yaml", None);
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert_eq!((diags[0].line, diags[0].column), (4, 12));
@@ -195,11 +172,6 @@ mod tests {
     fn missing_required_points_at_the_object() {
         let doc = &parse_documents("kind: Instance\ncluster: c\n").unwrap()[0];
         let diags = check(Kind::Instance, doc, "i.yaml", None);
-        assert!(
-            diags
-                .iter()
-                .any(|d| d.message.contains("`name`") && d.line == 1),
-            "{diags:?}"
-        );
+        assert!(diags.iter().any(|d| d.message.contains("`name`") && d.line == 1), "{diags:?}");
     }
 }

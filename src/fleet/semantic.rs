@@ -33,13 +33,7 @@ pub fn check(fleet: &LoadedFleet) -> Vec<Diagnostic> {
         );
     }
     for (name, dc) in &fleet.desired.clusters {
-        Checker {
-            fleet,
-            cluster: name,
-            dc,
-            out: &mut out,
-        }
-        .run();
+        Checker { fleet, cluster: name, dc, out: &mut out }.run();
     }
     out
 }
@@ -79,24 +73,19 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err(
-        &mut self,
-        oref: &ObjectRef,
-        pointer: &str,
-        rule: Rule,
-        message: String,
-        hint: Option<String>,
-    ) {
-        report(
-            self.out,
-            self.fleet,
-            self.cluster,
-            oref,
-            pointer,
-            rule,
-            message,
-            hint,
-        );
+    /// A problem with a map key itself (a key that does not belong here): point at the key.
+    fn err_at_key(&mut self, oref: &ObjectRef, pointer: &str, message: String, hint: Option<String>) {
+        let before = self.out.len();
+        self.err(oref, pointer, Rule::Value, message, hint);
+        if let (Some(d), Some(o)) = (self.out.get_mut(before), self.fleet.origin(self.cluster, oref)) {
+            let pos = o.doc.key_pos(pointer);
+            d.line = pos.line;
+            d.column = pos.column;
+        }
+    }
+
+    fn err(&mut self, oref: &ObjectRef, pointer: &str, rule: Rule, message: String, hint: Option<String>) {
+        report(self.out, self.fleet, self.cluster, oref, pointer, rule, message, hint);
     }
 
     fn run(&mut self) {
@@ -143,10 +132,9 @@ impl Checker<'_> {
         for key in spec.config.keys() {
             if is_member_local_server_key(key) {
                 let ptr = format!("/config/{}", super::yaml::escape_pointer_token(key));
-                self.err(
+                self.err_at_key(
                     &oref,
                     &ptr,
-                    Rule::Value,
                     format!("`{key}` is a member-local server key and cannot be set cluster-wide"),
                     Some("set it in `server_config` of each Member".into()),
                 );
@@ -156,19 +144,9 @@ impl Checker<'_> {
             self.check_cron(&oref, "/policy/drift_schedule", &s);
         }
         for (i, w) in spec.policy.sync_windows.clone().iter().enumerate() {
-            self.check_cron(
-                &oref,
-                &format!("/policy/sync_windows/{i}/schedule"),
-                &w.schedule,
-            );
+            self.check_cron(&oref, &format!("/policy/sync_windows/{i}/schedule"), &w.schedule);
             if let Err(e) = parse_duration(&w.duration) {
-                self.err(
-                    &oref,
-                    &format!("/policy/sync_windows/{i}/duration"),
-                    Rule::Value,
-                    e,
-                    None,
-                );
+                self.err(&oref, &format!("/policy/sync_windows/{i}/duration"), Rule::Value, e, None);
             }
         }
     }
@@ -190,10 +168,9 @@ impl Checker<'_> {
             for key in m.server_config.keys() {
                 if !is_member_local_server_key(key) {
                     let ptr = format!("/server_config/{}", super::yaml::escape_pointer_token(key));
-                    self.err(
+                    self.err_at_key(
                         &oref,
                         &ptr,
-                        Rule::Value,
                         format!("`{key}` is not a member-local server key"),
                         Some("cluster-wide server keys go in the Cluster's `config`".into()),
                     );
@@ -205,31 +182,19 @@ impl Checker<'_> {
     fn projects_scoped(&mut self) {
         let mut scoped: Vec<(ObjectRef, String)> = Vec::new();
         for n in self.dc.objects.networks.values() {
-            scoped.push((
-                ObjectRef::in_project(Kind::Network, n.project.clone(), n.name.clone()),
-                n.project.clone(),
-            ));
+            scoped.push((ObjectRef::in_project(Kind::Network, n.project.clone(), n.name.clone()), n.project.clone()));
         }
         for p in self.dc.objects.profiles.values() {
-            scoped.push((
-                ObjectRef::in_project(Kind::Profile, p.project.clone(), p.name.clone()),
-                p.project.clone(),
-            ));
+            scoped.push((ObjectRef::in_project(Kind::Profile, p.project.clone(), p.name.clone()), p.project.clone()));
             let oref = ObjectRef::in_project(Kind::Profile, p.project.clone(), p.name.clone());
             self.managed_keys(&oref, &p.config);
             self.devices(&oref, &p.project, &p.devices);
         }
         for i in self.dc.objects.images.values() {
-            scoped.push((
-                ObjectRef::in_project(Kind::Image, i.project.clone(), i.name.clone()),
-                i.project.clone(),
-            ));
+            scoped.push((ObjectRef::in_project(Kind::Image, i.project.clone(), i.name.clone()), i.project.clone()));
         }
         for i in self.dc.objects.instances.values() {
-            scoped.push((
-                ObjectRef::in_project(Kind::Instance, i.project.clone(), i.name.clone()),
-                i.project.clone(),
-            ));
+            scoped.push((ObjectRef::in_project(Kind::Instance, i.project.clone(), i.name.clone()), i.project.clone()));
         }
         for (oref, project) in scoped {
             if !self.project_exists(&project) {
@@ -247,10 +212,9 @@ impl Checker<'_> {
     fn managed_keys(&mut self, oref: &ObjectRef, config: &ConfigMap) {
         for key in config.keys().filter(|k| is_lxd_managed_instance_key(k)) {
             let ptr = format!("/config/{}", super::yaml::escape_pointer_token(key));
-            self.err(
+            self.err_at_key(
                 oref,
                 &ptr,
-                Rule::Value,
                 format!("`{key}` is written by LXD itself (volatile/image keys) and cannot be set"),
                 Some("remove it; lxd-gitops ignores these keys when comparing".into()),
             );
@@ -262,35 +226,16 @@ impl Checker<'_> {
             if let Some(pool) = props.get("pool") {
                 if !self.dc.objects.storage_pools.contains_key(pool) {
                     let ptr = format!("/devices/{}/pool", super::yaml::escape_pointer_token(dev));
-                    self.err(
-                        oref,
-                        &ptr,
-                        Rule::Reference,
-                        format!("storage pool `{pool}` not found"),
-                        None,
-                    );
+                    self.err(oref, &ptr, Rule::Reference, format!("storage pool `{pool}` not found"), None);
                 }
             }
             if let Some(net) = props.get("network") {
                 let net_project = self.feature_project(project, "features.networks");
-                let found = self
-                    .dc
-                    .objects
-                    .networks
-                    .contains_key(&pkey(net_project, net))
+                let found = self.dc.objects.networks.contains_key(&pkey(net_project, net))
                     || self.dc.objects.networks.contains_key(&pkey("default", net));
                 if !found {
-                    let ptr = format!(
-                        "/devices/{}/network",
-                        super::yaml::escape_pointer_token(dev)
-                    );
-                    self.err(
-                        oref,
-                        &ptr,
-                        Rule::Reference,
-                        format!("network `{net}` not found"),
-                        None,
-                    );
+                    let ptr = format!("/devices/{}/network", super::yaml::escape_pointer_token(dev));
+                    self.err(oref, &ptr, Rule::Reference, format!("network `{net}` not found"), None);
                 }
             }
         }
@@ -303,13 +248,7 @@ impl Checker<'_> {
             self.devices(&oref, &i.project, &i.devices);
             let prof_project = self.feature_project(&i.project, "features.profiles");
             for (n, p) in i.profiles.iter().enumerate() {
-                if p != "default"
-                    && !self
-                        .dc
-                        .objects
-                        .profiles
-                        .contains_key(&pkey(prof_project, p))
-                {
+                if p != "default" && !self.dc.objects.profiles.contains_key(&pkey(prof_project, p)) {
                     self.err(
                         &oref,
                         &format!("/profiles/{n}"),
@@ -321,10 +260,10 @@ impl Checker<'_> {
             }
             if let Some(img) = &i.image {
                 let img_project = self.feature_project(&i.project, "features.images");
-                let found = self.dc.objects.images.values().any(|x| {
-                    x.project == img_project
-                        && (x.name == *img || x.aliases.iter().any(|a| a.name == *img))
-                });
+                let found =
+                    self.dc.objects.images.values().any(|x| {
+                        x.project == img_project && (x.name == *img || x.aliases.iter().any(|a| a.name == *img))
+                    });
                 if !found {
                     self.err(
                         &oref,
@@ -338,22 +277,10 @@ impl Checker<'_> {
             if let Some(t) = &i.target {
                 if let Some(g) = t.strip_prefix('@') {
                     if !self.group_exists(g) {
-                        self.err(
-                            &oref,
-                            "/target",
-                            Rule::Reference,
-                            format!("cluster group `{g}` not found"),
-                            None,
-                        );
+                        self.err(&oref, "/target", Rule::Reference, format!("cluster group `{g}` not found"), None);
                     }
                 } else if !self.dc.objects.members.contains_key(t) {
-                    self.err(
-                        &oref,
-                        "/target",
-                        Rule::Reference,
-                        format!("member `{t}` not found"),
-                        None,
-                    );
+                    self.err(&oref, "/target", Rule::Reference, format!("member `{t}` not found"), None);
                 }
             }
         }
@@ -389,13 +316,7 @@ impl Checker<'_> {
         for s in self.dc.objects.snap.values() {
             if !self.dc.objects.members.contains_key(&s.member) {
                 let oref = ObjectRef::global(Kind::Snap, s.member.clone());
-                self.err(
-                    &oref,
-                    "/member",
-                    Rule::Reference,
-                    format!("member `{}` not found", s.member),
-                    None,
-                );
+                self.err(&oref, "/member", Rule::Reference, format!("member `{}` not found", s.member), None);
             }
         }
     }
@@ -404,30 +325,18 @@ impl Checker<'_> {
         let mut refs = Vec::new();
         for p in self.dc.objects.storage_pools.values() {
             for m in p.member_config.keys() {
-                refs.push((
-                    ObjectRef::global(Kind::StoragePool, p.name.clone()),
-                    m.clone(),
-                ));
+                refs.push((ObjectRef::global(Kind::StoragePool, p.name.clone()), m.clone()));
             }
         }
         for n in self.dc.objects.networks.values() {
             for m in n.member_config.keys() {
-                refs.push((
-                    ObjectRef::in_project(Kind::Network, n.project.clone(), n.name.clone()),
-                    m.clone(),
-                ));
+                refs.push((ObjectRef::in_project(Kind::Network, n.project.clone(), n.name.clone()), m.clone()));
             }
         }
         for (oref, m) in refs {
             if !self.dc.objects.members.contains_key(&m) {
                 let ptr = format!("/member_config/{}", super::yaml::escape_pointer_token(&m));
-                self.err(
-                    &oref,
-                    &ptr,
-                    Rule::Reference,
-                    format!("member `{m}` not found"),
-                    None,
-                );
+                self.err(&oref, &ptr, Rule::Reference, format!("member `{m}` not found"), None);
             }
         }
     }
@@ -472,15 +381,9 @@ mod tests {
     fn projects_without_profile_feature_use_default_profiles() {
         let got = problems(&[
             ("c.yaml", CLUSTER),
-            (
-                "p.yaml",
-                "kind: Project\ncluster: c\nname: web\nconfig:\n  features.profiles: \"false\"\n",
-            ),
+            ("p.yaml", "kind: Project\ncluster: c\nname: web\nconfig:\n  features.profiles: \"false\"\n"),
             ("pr.yaml", "kind: Profile\ncluster: c\nname: base\n"),
-            (
-                "i.yaml",
-                "kind: Instance\ncluster: c\nname: i1\nproject: web\nprofiles: [default, base]\n",
-            ),
+            ("i.yaml", "kind: Instance\ncluster: c\nname: i1\nproject: web\nprofiles: [default, base]\n"),
         ]);
         assert!(got.is_empty(), "{got:?}");
     }
@@ -499,14 +402,8 @@ mod tests {
 
     #[test]
     fn objects_of_unknown_clusters() {
-        let got = problems(&[
-            ("c.yaml", CLUSTER),
-            ("m.yaml", "kind: Member\ncluster: nope\nname: n1\n"),
-        ]);
-        assert_eq!(
-            got,
-            vec!["m.yaml:2:10 no Cluster named `nope` in this repository"]
-        );
+        let got = problems(&[("c.yaml", CLUSTER), ("m.yaml", "kind: Member\ncluster: nope\nname: n1\n")]);
+        assert_eq!(got, vec!["m.yaml:2:10 no Cluster named `nope` in this repository"]);
     }
 
     #[test]
@@ -514,9 +411,6 @@ mod tests {
         let cluster = format!("{CLUSTER}policy:\n  drift_schedule: \"61 * * * *\"\n");
         let got = problems(&[("c.yaml", &cluster)]);
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(
-            got[0].starts_with("c.yaml:7:19 invalid cron line"),
-            "{got:?}"
-        );
+        assert!(got[0].starts_with("c.yaml:7:19 invalid cron line"), "{got:?}");
     }
 }

@@ -45,9 +45,7 @@ impl Document {
 
     /// Position of the key of the entry at `pointer` (falls back to the value).
     pub fn key_pos(&self, pointer: &str) -> Pos {
-        self.lookup(pointer)
-            .map(|n| n.key.unwrap_or(n.value))
-            .unwrap_or(self.start)
+        self.lookup(pointer).map(|n| n.key.unwrap_or(n.value)).unwrap_or(self.start)
     }
 
     fn lookup(&self, pointer: &str) -> Option<&NodePos> {
@@ -81,10 +79,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
         Ok(Err(e)) => {
             let m = e.marker();
             return Err(YamlError {
-                pos: Pos {
-                    line: m.line().max(1),
-                    column: m.col() + 1,
-                },
+                pos: clamp_to_text(text, Pos { line: m.line().max(1), column: m.col() + 1 }),
                 message: format!("YAML syntax error: {}", e.info()),
             });
         }
@@ -97,9 +92,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     };
     let mut out = Vec::with_capacity(docs.len());
     for doc in &docs {
-        if matches!(doc.data, YamlData::Value(Scalar::Null))
-            && doc.span.start.index() == doc.span.end.index()
-        {
+        if matches!(doc.data, YamlData::Value(Scalar::Null)) && doc.span.start.index() == doc.span.end.index() {
             continue;
         }
         let mut positions = HashMap::new();
@@ -107,13 +100,20 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
         if value.is_null() {
             continue;
         }
-        out.push(Document {
-            value,
-            positions,
-            start: pos_of(doc),
-        });
+        out.push(Document { value, positions, start: pos_of(doc) });
     }
     Ok(out)
+}
+
+/// Errors at the end of input can be reported past the last line; point at the
+/// end of the last line instead, so editors can jump there.
+fn clamp_to_text(text: &str, pos: Pos) -> Pos {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if pos.line <= lines.len() {
+        return pos;
+    }
+    let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+    Pos { line: last + 1, column: lines[last].chars().count() + 1 }
 }
 
 /// saphyr expands aliases by copying the anchored node, so a few lines of hostile
@@ -124,10 +124,7 @@ fn refuse_aliases(text: &str) -> Result<(), YamlError> {
         for ev in saphyr_parser::Parser::new_from_str(text) {
             match ev {
                 Ok((saphyr_parser::Event::Alias(_), span)) => {
-                    return Some(Pos {
-                        line: span.start.line().max(1),
-                        column: span.start.col() + 1,
-                    })
+                    return Some(Pos { line: span.start.line().max(1), column: span.start.col() + 1 })
                 }
                 Ok(_) => {}
                 // Syntax errors are reported by the full parse with the same position.
@@ -139,18 +136,14 @@ fn refuse_aliases(text: &str) -> Result<(), YamlError> {
     match scan {
         Ok(Some(pos)) => Err(YamlError {
             pos,
-            message: "YAML aliases (*name) are not supported in fleet files: write the value out"
-                .into(),
+            message: "YAML aliases (*name) are not supported in fleet files: write the value out".into(),
         }),
         _ => Ok(()),
     }
 }
 
 fn pos_of(node: &MarkedYaml) -> Pos {
-    Pos {
-        line: node.span.start.line().max(1),
-        column: node.span.start.col() + 1,
-    }
+    Pos { line: node.span.start.line().max(1), column: node.span.start.col() + 1 }
 }
 
 /// Escapes a key for use in a JSON pointer (RFC 6901).
@@ -167,18 +160,9 @@ fn convert(
 ) -> Result<Value, YamlError> {
     let here = pos_of(node);
     if depth > MAX_DEPTH {
-        return Err(YamlError {
-            pos: here,
-            message: format!("nesting deeper than {MAX_DEPTH} levels"),
-        });
+        return Err(YamlError { pos: here, message: format!("nesting deeper than {MAX_DEPTH} levels") });
     }
-    positions.insert(
-        pointer.clone(),
-        NodePos {
-            value: here,
-            key: key_pos,
-        },
-    );
+    positions.insert(pointer.clone(), NodePos { value: here, key: key_pos });
     Ok(match &node.data {
         YamlData::Value(s) => scalar_to_json(s),
         YamlData::Representation(text, _, _) => Value::String(text.to_string()),
@@ -189,13 +173,7 @@ fn convert(
         YamlData::Sequence(items) => {
             let mut arr = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                arr.push(convert(
-                    item,
-                    format!("{pointer}/{i}"),
-                    None,
-                    depth + 1,
-                    positions,
-                )?);
+                arr.push(convert(item, format!("{pointer}/{i}"), None, depth + 1, positions)?);
             }
             Value::Array(arr)
         }
@@ -212,17 +190,10 @@ fn convert(
         YamlData::Alias(_) => {
             return Err(YamlError {
                 pos: here,
-                message:
-                    "YAML aliases (*name) are not supported in fleet files: write the value out"
-                        .into(),
+                message: "YAML aliases (*name) are not supported in fleet files: write the value out".into(),
             })
         }
-        YamlData::BadValue => {
-            return Err(YamlError {
-                pos: here,
-                message: "invalid YAML value".into(),
-            })
-        }
+        YamlData::BadValue => return Err(YamlError { pos: here, message: "invalid YAML value".into() }),
     })
 }
 
@@ -235,10 +206,7 @@ fn key_string(k: &MarkedYaml) -> Result<String, YamlError> {
         YamlData::Value(Scalar::Null) => Ok("null".into()),
         YamlData::Representation(text, _, _) => Ok(text.to_string()),
         YamlData::Tagged(_, inner) => key_string(inner),
-        _ => Err(YamlError {
-            pos: pos_of(k),
-            message: "mapping keys must be plain scalars".into(),
-        }),
+        _ => Err(YamlError { pos: pos_of(k), message: "mapping keys must be plain scalars".into() }),
     }
 }
 
@@ -266,30 +234,12 @@ mod tests {
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 1);
         let d = &docs[0];
-        assert_eq!(
-            d.value,
-            json!({"kind": "Profile", "name": "base", "config": {"limits.memory": "1GiB"}})
-        );
+        assert_eq!(d.value, json!({"kind": "Profile", "name": "base", "config": {"limits.memory": "1GiB"}}));
         assert_eq!(d.value_pos("/name"), Pos { line: 2, column: 7 });
-        assert_eq!(
-            d.key_pos("/config/limits.memory"),
-            Pos { line: 4, column: 3 }
-        );
-        assert_eq!(
-            d.value_pos("/config/limits.memory"),
-            Pos {
-                line: 4,
-                column: 18
-            }
-        );
+        assert_eq!(d.key_pos("/config/limits.memory"), Pos { line: 4, column: 3 });
+        assert_eq!(d.value_pos("/config/limits.memory"), Pos { line: 4, column: 18 });
         // An unknown pointer falls back to the nearest ancestor.
-        assert_eq!(
-            d.value_pos("/config/limits.memory/x"),
-            Pos {
-                line: 4,
-                column: 18
-            }
-        );
+        assert_eq!(d.value_pos("/config/limits.memory/x"), Pos { line: 4, column: 18 });
     }
 
     #[test]
@@ -325,9 +275,6 @@ mod tests {
     #[test]
     fn yaml_1_2_scalars() {
         let docs = parse_documents("a: yes\nb: true\nc: 12\nd: 1.5\ne: ~\nf: '12'\n").unwrap();
-        assert_eq!(
-            docs[0].value,
-            json!({"a": "yes", "b": true, "c": 12, "d": 1.5, "e": null, "f": "12"})
-        );
+        assert_eq!(docs[0].value, json!({"a": "yes", "b": true, "c": 12, "d": 1.5, "e": null, "f": "12"}));
     }
 }

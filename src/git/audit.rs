@@ -41,10 +41,7 @@ impl Identity {
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "unknown".into());
-        Identity {
-            hostname,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }
+        Identity { hostname, version: env!("CARGO_PKG_VERSION").to_string() }
     }
 }
 
@@ -145,20 +142,10 @@ impl AuditWriter {
             )));
         }
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
-            return Err(GitError::Config(format!(
-                "`{branch}` is not a valid branch name"
-            )));
+            return Err(GitError::Config(format!("`{branch}` is not a valid branch name")));
         }
-        let spec = AuditSpec {
-            branch: branch.to_string(),
-            max_attempts: spec.max_attempts.max(1),
-            ..spec
-        };
-        Ok(AuditWriter {
-            spec,
-            repo_dir: repo_dir.into(),
-            lock: Mutex::new(()),
-        })
+        let spec = AuditSpec { branch: branch.to_string(), max_attempts: spec.max_attempts.max(1), ..spec };
+        Ok(AuditWriter { spec, repo_dir: repo_dir.into(), lock: Mutex::new(()) })
     }
 
     pub fn branch(&self) -> &str {
@@ -167,17 +154,12 @@ impl AuditWriter {
 
     fn open(&self) -> Result<Repository, GitError> {
         if self.repo_dir.join("HEAD").exists() {
-            Repository::open_bare(&self.repo_dir).map_err(GitError::git(format!(
-                "opening {}",
-                self.repo_dir.display()
-            )))
+            Repository::open_bare(&self.repo_dir).map_err(GitError::git(format!("opening {}", self.repo_dir.display())))
         } else {
             std::fs::create_dir_all(&self.repo_dir)
                 .map_err(GitError::io("creating the audit clone", &self.repo_dir))?;
-            Repository::init_bare(&self.repo_dir).map_err(GitError::git(format!(
-                "creating {}",
-                self.repo_dir.display()
-            )))
+            Repository::init_bare(&self.repo_dir)
+                .map_err(GitError::git(format!("creating {}", self.repo_dir.display())))
         }
     }
 
@@ -194,12 +176,9 @@ impl AuditWriter {
                 std::thread::sleep(backoff(attempt));
             }
             let parent = if self.spec.push {
-                if let Err(e) = remote::fetch(
-                    &repo,
-                    &self.spec.url,
-                    &self.spec.auth,
-                    &[format!("+{local_ref}:{tracking}")],
-                ) {
+                if let Err(e) =
+                    remote::fetch(&repo, &self.spec.url, &self.spec.auth, &[format!("+{local_ref}:{tracking}")])
+                {
                     last_error = e.to_string();
                     tracing::warn!(attempt, error = %last_error, "fetching the audit branch failed");
                     continue;
@@ -214,12 +193,7 @@ impl AuditWriter {
             if !self.spec.push {
                 return Ok(oid);
             }
-            match remote::push(
-                &repo,
-                &self.spec.url,
-                &self.spec.auth,
-                &format!("{local_ref}:{local_ref}"),
-            ) {
+            match remote::push(&repo, &self.spec.url, &self.spec.auth, &format!("{local_ref}:{local_ref}")) {
                 Ok(()) => {
                     let _ = repo.reference(&tracking, oid, true, "lxd-gitops audit pushed");
                     tracing::debug!(commit = %oid, attempt, "audit commit pushed");
@@ -235,26 +209,14 @@ impl AuditWriter {
                 }
             }
         }
-        Err(GitError::Push {
-            url: redact_url(&self.spec.url),
-            attempts: self.spec.max_attempts,
-            message: last_error,
-        })
+        Err(GitError::Push { url: redact_url(&self.spec.url), attempts: self.spec.max_attempts, message: last_error })
     }
 
     /// A commit adding this run's file and replacing the cluster's status file on
     /// top of `parent` (or an orphan commit when there is none).
-    fn build_commit(
-        &self,
-        repo: &Repository,
-        parent: Option<Oid>,
-        run: &AuditRun,
-    ) -> Result<Oid, GitError> {
+    fn build_commit(&self, repo: &Repository, parent: Option<Oid>, run: &AuditRun) -> Result<Oid, GitError> {
         let parent = match parent {
-            Some(p) => Some(
-                repo.find_commit(p)
-                    .map_err(GitError::git("reading the audit branch head"))?,
-            ),
+            Some(p) => Some(repo.find_commit(p).map_err(GitError::git("reading the audit branch head"))?),
             None => None,
         };
         let base = match &parent {
@@ -268,9 +230,7 @@ impl AuditWriter {
         let run_dir = format!("runs/{}", run.cluster);
         let mut n = 2;
         while let Some(t) = &base {
-            if t.get_path(std::path::Path::new(&format!("{run_dir}/{name}")))
-                .is_err()
-            {
+            if t.get_path(std::path::Path::new(&format!("{run_dir}/{name}"))).is_err() {
                 break;
             }
             name = format!("{stamp}-{}-{n}.json", short_rev(rev));
@@ -279,12 +239,7 @@ impl AuditWriter {
         let run_path = format!("{run_dir}/{name}");
 
         let previous: Option<ClusterStatus> = base.as_ref().and_then(|t| {
-            let entry = t
-                .get_path(std::path::Path::new(&format!(
-                    "status/{}.json",
-                    run.cluster
-                )))
-                .ok()?;
+            let entry = t.get_path(std::path::Path::new(&format!("status/{}.json", run.cluster))).ok()?;
             let blob = repo.find_blob(entry.id()).ok()?;
             serde_json::from_slice(blob.content()).ok()
         });
@@ -300,35 +255,19 @@ impl AuditWriter {
         let run_json = serde_json::to_vec_pretty(&RunFile {
             format: 1,
             run,
-            duration_seconds: (run.finished - run.started)
-                .to_std()
-                .unwrap_or_default()
-                .as_secs_f64(),
+            duration_seconds: (run.finished - run.started).to_std().unwrap_or_default().as_secs_f64(),
         })
         .map_err(|e| GitError::Config(format!("serialising the audit record: {e}")))?;
         let status_json = serde_json::to_vec_pretty(&status)
             .map_err(|e| GitError::Config(format!("serialising the status file: {e}")))?;
 
-        let blob_run = repo
-            .blob(&run_json)
-            .map_err(GitError::git("writing the run file"))?;
-        let blob_status = repo
-            .blob(&status_json)
-            .map_err(GitError::git("writing the status file"))?;
-        let tree = upsert(
-            repo,
-            base.as_ref(),
-            &["runs", &run.cluster, &name],
-            blob_run,
-        )?;
-        let tree = repo
-            .find_tree(tree)
-            .map_err(GitError::git("reading the new tree"))?;
+        let blob_run = repo.blob(&run_json).map_err(GitError::git("writing the run file"))?;
+        let blob_status = repo.blob(&status_json).map_err(GitError::git("writing the status file"))?;
+        let tree = upsert(repo, base.as_ref(), &["runs", &run.cluster, &name], blob_run)?;
+        let tree = repo.find_tree(tree).map_err(GitError::git("reading the new tree"))?;
         let status_name = format!("{}.json", run.cluster);
         let tree = upsert(repo, Some(&tree), &["status", &status_name], blob_status)?;
-        let tree = repo
-            .find_tree(tree)
-            .map_err(GitError::git("reading the new tree"))?;
+        let tree = repo.find_tree(tree).map_err(GitError::git("reading the new tree"))?;
 
         let when = git2::Time::new(run.finished.timestamp(), 0);
         let author = Signature::new(&self.spec.author.name, &self.spec.author.email, &when)
@@ -354,15 +293,8 @@ impl AuditWriter {
 
 /// Cluster names become path segments: refuse anything that could escape them.
 fn check_cluster_name(name: &str) -> Result<(), GitError> {
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '\\', '\0'])
-        || name.starts_with('.')
-    {
-        return Err(GitError::Config(format!(
-            "`{name}` cannot be used as a cluster name in audit paths"
-        )));
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(GitError::Config(format!("`{name}` cannot be used as a cluster name in audit paths")));
     }
     Ok(())
 }
@@ -373,9 +305,7 @@ fn next_status(previous: Option<ClusterStatus>, run: &AuditRun, record: &str) ->
     let (applied_revision, applied_at) = if run.report.outcome.is_applied() {
         (run.report.revision.clone(), Some(run.finished))
     } else {
-        previous
-            .map(|p| (p.applied_revision, p.applied_at))
-            .unwrap_or((None, None))
+        previous.map(|p| (p.applied_revision, p.applied_at)).unwrap_or((None, None))
     };
     ClusterStatus {
         cluster: run.cluster.clone(),
@@ -394,20 +324,12 @@ fn next_status(previous: Option<ClusterStatus>, run: &AuditRun, record: &str) ->
 }
 
 /// Writes `blob` at `path` inside `base` (creating subtrees), returning the new root.
-fn upsert(
-    repo: &Repository,
-    base: Option<&Tree>,
-    path: &[&str],
-    blob: Oid,
-) -> Result<Oid, GitError> {
-    let mut tb = repo
-        .treebuilder(base)
-        .map_err(GitError::git("building the audit tree"))?;
+fn upsert(repo: &Repository, base: Option<&Tree>, path: &[&str], blob: Oid) -> Result<Oid, GitError> {
+    let mut tb = repo.treebuilder(base).map_err(GitError::git("building the audit tree"))?;
     match path {
         [] => unreachable!("audit paths are never empty"),
         [file] => {
-            tb.insert(file, blob, 0o100644)
-                .map_err(GitError::git("adding an audit file"))?;
+            tb.insert(file, blob, 0o100644).map_err(GitError::git("adding an audit file"))?;
         }
         [dir, rest @ ..] => {
             let sub = base
@@ -417,8 +339,7 @@ fn upsert(
                 .transpose()
                 .map_err(GitError::git("reading an audit subtree"))?;
             let new = upsert(repo, sub.as_ref(), rest, blob)?;
-            tb.insert(dir, new, 0o040000)
-                .map_err(GitError::git("adding an audit directory"))?;
+            tb.insert(dir, new, 0o040000).map_err(GitError::git("adding an audit directory"))?;
         }
     }
     tb.write().map_err(GitError::git("writing the audit tree"))
@@ -447,10 +368,7 @@ mod tests {
             finished: started + chrono::Duration::seconds(3),
             report,
             steps: serde_json::json!([{"step": "update Profile/default/base", "result": "ok"}]),
-            reconciler: Identity {
-                hostname: "host1".into(),
-                version: "0.1.0".into(),
-            },
+            reconciler: Identity { hostname: "host1".into(), version: "0.1.0".into() },
         }
     }
 
@@ -460,14 +378,8 @@ mod tests {
             auth: RemoteAuth::None,
             branch: DEFAULT_AUDIT_BRANCH.into(),
             source_branch: "main".into(),
-            author: Person {
-                name: "lxd-gitops".into(),
-                email: "lxd-gitops@host1".into(),
-            },
-            committer: Person {
-                name: "lxd-gitops".into(),
-                email: "lxd-gitops@host1".into(),
-            },
+            author: Person { name: "lxd-gitops".into(), email: "lxd-gitops@host1".into() },
+            committer: Person { name: "lxd-gitops".into(), email: "lxd-gitops@host1".into() },
             push,
             max_attempts: 3,
         }
@@ -486,12 +398,7 @@ mod tests {
         let ok = sample_run("lab", Outcome::Applied);
         let s1 = next_status(None, &ok, "runs/lab/a.json");
         assert_eq!(s1.applied_revision.as_deref(), Some("0123456789abcdef0123"));
-        let mut failed = sample_run(
-            "lab",
-            Outcome::Failed {
-                error: "boom".into(),
-            },
-        );
+        let mut failed = sample_run("lab", Outcome::Failed { error: "boom".into() });
         failed.report.revision = Some("ffff".into());
         let s2 = next_status(Some(s1.clone()), &failed, "runs/lab/b.json");
         assert_eq!(s2.applied_revision, s1.applied_revision);
@@ -520,14 +427,9 @@ mod tests {
             "status/prod.json",
         ];
         for p in paths {
-            assert!(
-                tree.get_path(std::path::Path::new(p)).is_ok(),
-                "missing {p}"
-            );
+            assert!(tree.get_path(std::path::Path::new(p)).is_ok(), "missing {p}");
         }
-        let blob = repo
-            .find_blob(tree.get_path(std::path::Path::new(paths[0])).unwrap().id())
-            .unwrap();
+        let blob = repo.find_blob(tree.get_path(std::path::Path::new(paths[0])).unwrap().id()).unwrap();
         let v: serde_json::Value = serde_json::from_slice(blob.content()).unwrap();
         assert_eq!(v["outcome"]["result"], "applied");
         assert_eq!(v["revision"], "0123456789abcdef0123");

@@ -34,19 +34,12 @@ impl LastGood {
     pub fn load(path: impl Into<PathBuf>) -> Result<LastGood, GitError> {
         let path = path.into();
         let entries = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                GitError::Config(format!(
-                    "{}: not a last-good state file: {e}",
-                    path.display()
-                ))
-            })?,
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| GitError::Config(format!("{}: not a last-good state file: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(GitError::io("reading the last-good state", &path)(e)),
         };
-        Ok(LastGood {
-            path,
-            entries: Mutex::new(entries),
-        })
+        Ok(LastGood { path, entries: Mutex::new(entries) })
     }
 
     pub fn get(&self, cluster: &str) -> Option<GoodRevision> {
@@ -60,31 +53,20 @@ impl LastGood {
     /// Records `commit` as the last good revision of `cluster` and saves the file.
     pub fn record(&self, cluster: &str, commit: &str, at: DateTime<Utc>) -> Result<(), GitError> {
         let mut entries = self.entries.lock().unwrap();
-        entries.insert(
-            cluster.to_string(),
-            GoodRevision {
-                commit: commit.to_string(),
-                applied_at: at,
-            },
-        );
-        write_atomically(
-            &self.path,
-            &serde_json::to_vec_pretty(&*entries).unwrap_or_default(),
-        )
+        entries.insert(cluster.to_string(), GoodRevision { commit: commit.to_string(), applied_at: at });
+        write_atomically(&self.path, &serde_json::to_vec_pretty(&*entries).unwrap_or_default())
     }
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), GitError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(GitError::io("creating the state directory", dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(GitError::io("creating a temporary state file", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(GitError::io("creating a temporary state file", dir))?;
     use std::io::Write;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(GitError::io("writing the state file", path))?;
-    tmp.persist(path)
-        .map_err(|e| GitError::io("replacing the state file", path)(e.error))?;
+    tmp.persist(path).map_err(|e| GitError::io("replacing the state file", path)(e.error))?;
     Ok(())
 }
 

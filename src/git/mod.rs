@@ -52,11 +52,7 @@ pub enum GitError {
     #[error("{0}")]
     Config(String),
     #[error("pushing the audit commit to {url} failed after {attempts} attempt(s): {message}")]
-    Push {
-        url: String,
-        attempts: u32,
-        message: String,
-    },
+    Push { url: String, attempts: u32, message: String },
 }
 
 impl GitError {
@@ -65,16 +61,9 @@ impl GitError {
         move |source| GitError::Git { context, source }
     }
 
-    pub(crate) fn io(
-        context: impl Into<String>,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> GitError {
+    pub(crate) fn io(context: impl Into<String>, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> GitError {
         let context = context.into();
         let path = path.into();
-        move |source| GitError::Io {
-            context,
-            path,
-            source,
-        }
+        move |source| GitError::Io { context, path, source }
     }
 }

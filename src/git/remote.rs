@@ -8,8 +8,7 @@
 
 use super::GitError;
 use git2::{
-    CertificateCheckStatus, Cred, CredentialType, FetchOptions, ProxyOptions, PushOptions,
-    RemoteCallbacks, Repository,
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, ProxyOptions, PushOptions, RemoteCallbacks, Repository,
 };
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -28,18 +27,12 @@ pub enum RemoteAuth {
     /// HTTPS with a token read from `file` at each connection (so rotation works).
     Token { file: PathBuf, username: String },
     /// SSH with a private key; the server's host key must be in `known_hosts_file`.
-    SshKey {
-        private_key_file: PathBuf,
-        known_hosts_file: PathBuf,
-    },
+    SshKey { private_key_file: PathBuf, known_hosts_file: PathBuf },
 }
 
 impl RemoteAuth {
     pub fn token(file: impl Into<PathBuf>) -> Self {
-        RemoteAuth::Token {
-            file: file.into(),
-            username: DEFAULT_TOKEN_USERNAME.into(),
-        }
+        RemoteAuth::Token { file: file.into(), username: DEFAULT_TOKEN_USERNAME.into() }
     }
 
     /// Checks at startup that the files it names can be read, so that a typo shows
@@ -48,10 +41,7 @@ impl RemoteAuth {
         let files: Vec<&Path> = match self {
             RemoteAuth::None => vec![],
             RemoteAuth::Token { file, .. } => vec![file],
-            RemoteAuth::SshKey {
-                private_key_file,
-                known_hosts_file,
-            } => vec![private_key_file, known_hosts_file],
+            RemoteAuth::SshKey { private_key_file, known_hosts_file } => vec![private_key_file, known_hosts_file],
         };
         for f in files {
             std::fs::File::open(f).map_err(GitError::io("reading a credentials file", f))?;
@@ -93,18 +83,9 @@ pub(crate) fn ssh_host_port(url: &str) -> Option<(String, u16)> {
 /// Whether `key` (the raw host key the server sent) is listed for `host:port` in
 /// `known_hosts`. `ssh-keygen -F` does the lookup so hashed entries and patterns
 /// work as in OpenSSH; `@revoked` entries that match refuse the key.
-pub(crate) fn host_key_known(
-    known_hosts: &Path,
-    host: &str,
-    port: u16,
-    key: &[u8],
-) -> Result<bool, String> {
+pub(crate) fn host_key_known(known_hosts: &Path, host: &str, port: u16, key: &[u8]) -> Result<bool, String> {
     use base64::Engine;
-    let spec = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
+    let spec = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
     let out = Command::new("ssh-keygen")
         .arg("-F")
         .arg(&spec)
@@ -146,66 +127,41 @@ pub(crate) struct Notes {
 impl Notes {
     /// The message to report for `e`: ours when a callback refused.
     fn message(&self, e: &git2::Error) -> String {
-        self.host_key
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| e.message().to_string())
+        self.host_key.borrow_mut().take().unwrap_or_else(|| e.message().to_string())
     }
 }
 
 /// Callbacks that answer credential requests and pin SSH host keys.
-pub(crate) fn callbacks<'a>(
-    auth: &'a RemoteAuth,
-    url: &str,
-    notes: &'a Notes,
-) -> RemoteCallbacks<'a> {
+pub(crate) fn callbacks<'a>(auth: &'a RemoteAuth, url: &str, notes: &'a Notes) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     // libgit2 asks again after a refused credential; a second ask means "refused".
     let asked = Cell::new(0u32);
     cb.credentials(move |_url, username_from_url, allowed| {
         asked.set(asked.get() + 1);
         if asked.get() > 1 {
-            return Err(git2::Error::from_str(
-                "the remote refused the configured credentials",
-            ));
+            return Err(git2::Error::from_str("the remote refused the configured credentials"));
         }
         match auth {
-            RemoteAuth::None => Err(git2::Error::from_str(
-                "the remote asks for credentials and none are configured",
-            )),
+            RemoteAuth::None => Err(git2::Error::from_str("the remote asks for credentials and none are configured")),
             RemoteAuth::Token { file, username } => {
                 if !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
                     return Err(git2::Error::from_str(
                         "a token is configured but the remote does not accept user/password (is this an SSH URL?)",
                     ));
                 }
-                let token = std::fs::read_to_string(file).map_err(|e| {
-                    git2::Error::from_str(&format!(
-                        "reading the token file {}: {e}",
-                        file.display()
-                    ))
-                })?;
+                let token = std::fs::read_to_string(file)
+                    .map_err(|e| git2::Error::from_str(&format!("reading the token file {}: {e}", file.display())))?;
                 Cred::userpass_plaintext(username, token.trim())
             }
-            RemoteAuth::SshKey {
-                private_key_file, ..
-            } => {
+            RemoteAuth::SshKey { private_key_file, .. } => {
                 if allowed.contains(CredentialType::USERNAME) {
                     return Cred::username(username_from_url.unwrap_or("git"));
                 }
-                Cred::ssh_key(
-                    username_from_url.unwrap_or("git"),
-                    None,
-                    private_key_file,
-                    None,
-                )
+                Cred::ssh_key(username_from_url.unwrap_or("git"), None, private_key_file, None)
             }
         }
     });
-    if let RemoteAuth::SshKey {
-        known_hosts_file, ..
-    } = auth
-    {
+    if let RemoteAuth::SshKey { known_hosts_file, .. } = auth {
         let port = ssh_host_port(url).map(|(_, p)| p).unwrap_or(22);
         cb.certificate_check(move |cert, hostname| {
             let Some(hk) = cert.as_hostkey() else {
@@ -213,16 +169,13 @@ pub(crate) fn callbacks<'a>(
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
             let Some(key) = hk.hostkey() else {
-                return Err(git2::Error::from_str(
-                    "the SSH server sent no host key to check",
-                ));
+                return Err(git2::Error::from_str("the SSH server sent no host key to check"));
             };
             let problem = match host_key_known(known_hosts_file, hostname, port, key) {
                 Ok(true) => return Ok(CertificateCheckStatus::CertificateOk),
-                Ok(false) => format!(
-                    "the host key of {hostname} (port {port}) is not in {}",
-                    known_hosts_file.display()
-                ),
+                Ok(false) => {
+                    format!("the host key of {hostname} (port {port}) is not in {}", known_hosts_file.display())
+                }
                 Err(e) => e,
             };
             *notes.host_key.borrow_mut() = Some(problem.clone());
@@ -233,24 +186,14 @@ pub(crate) fn callbacks<'a>(
 }
 
 /// Fetches `refspecs` from `url` into `repo` (no tags).
-pub(crate) fn fetch(
-    repo: &Repository,
-    url: &str,
-    auth: &RemoteAuth,
-    refspecs: &[String],
-) -> Result<(), GitError> {
+pub(crate) fn fetch(repo: &Repository, url: &str, auth: &RemoteAuth, refspecs: &[String]) -> Result<(), GitError> {
     let notes = Notes::default();
-    let fail = |e: git2::Error| GitError::Fetch {
-        url: redact_url(url),
-        message: notes.message(&e),
-    };
+    let fail = |e: git2::Error| GitError::Fetch { url: redact_url(url), message: notes.message(&e) };
     let mut remote = repo.remote_anonymous(url).map_err(fail)?;
     let mut proxy = ProxyOptions::new();
     proxy.auto();
     let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks(auth, url, &notes))
-        .download_tags(git2::AutotagOption::None)
-        .proxy_options(proxy);
+    opts.remote_callbacks(callbacks(auth, url, &notes)).download_tags(git2::AutotagOption::None).proxy_options(proxy);
     remote.fetch(refspecs, Some(&mut opts), None).map_err(fail)
 }
 
@@ -264,16 +207,9 @@ pub(crate) enum PushFailure {
 }
 
 /// Pushes one refspec (`refs/heads/a:refs/heads/b`, never forced).
-pub(crate) fn push(
-    repo: &Repository,
-    url: &str,
-    auth: &RemoteAuth,
-    refspec: &str,
-) -> Result<(), PushFailure> {
+pub(crate) fn push(repo: &Repository, url: &str, auth: &RemoteAuth, refspec: &str) -> Result<(), PushFailure> {
     let notes = Notes::default();
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| PushFailure::Other(e.message().to_string()))?;
+    let mut remote = repo.remote_anonymous(url).map_err(|e| PushFailure::Other(e.message().to_string()))?;
     let rejected: std::rc::Rc<Cell<Option<String>>> = Default::default();
     let mut cb = callbacks(auth, url, &notes);
     let seen = rejected.clone();
@@ -313,27 +249,15 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://user:s3cret@example.com/fleet.git"),
-            "https://user:***@example.com/fleet.git"
-        );
+        assert_eq!(redact_url("https://user:s3cret@example.com/fleet.git"), "https://user:***@example.com/fleet.git");
         assert_eq!(redact_url("/srv/git/fleet.git"), "/srv/git/fleet.git");
-        assert_eq!(
-            redact_url("git@example.com:ops/fleet.git"),
-            "git@example.com:ops/fleet.git"
-        );
+        assert_eq!(redact_url("git@example.com:ops/fleet.git"), "git@example.com:ops/fleet.git");
     }
 
     #[test]
     fn ssh_hosts_and_ports() {
-        assert_eq!(
-            ssh_host_port("ssh://git@example.com:2222/ops/fleet.git"),
-            Some(("example.com".into(), 2222))
-        );
-        assert_eq!(
-            ssh_host_port("git@example.com:ops/fleet.git"),
-            Some(("example.com".into(), 22))
-        );
+        assert_eq!(ssh_host_port("ssh://git@example.com:2222/ops/fleet.git"), Some(("example.com".into(), 2222)));
+        assert_eq!(ssh_host_port("git@example.com:ops/fleet.git"), Some(("example.com".into(), 22)));
         assert_eq!(ssh_host_port("https://example.com/ops/fleet.git"), None);
         assert_eq!(ssh_host_port("/srv/git/fleet.git"), None);
     }
@@ -348,22 +272,12 @@ mod tests {
         let kh = dir.path().join("known_hosts");
         std::fs::write(
             &kh,
-            format!(
-                "git.example.com ssh-ed25519 {}\n[git.example.com]:2222 ssh-ed25519 {}\n",
-                b64(key_a),
-                b64(key_b)
-            ),
+            format!("git.example.com ssh-ed25519 {}\n[git.example.com]:2222 ssh-ed25519 {}\n", b64(key_a), b64(key_b)),
         )
         .unwrap();
         assert_eq!(host_key_known(&kh, "git.example.com", 22, key_a), Ok(true));
         assert_eq!(host_key_known(&kh, "git.example.com", 22, key_b), Ok(false));
-        assert_eq!(
-            host_key_known(&kh, "git.example.com", 2222, key_b),
-            Ok(true)
-        );
-        assert_eq!(
-            host_key_known(&kh, "other.example.com", 22, key_a),
-            Ok(false)
-        );
+        assert_eq!(host_key_known(&kh, "git.example.com", 2222, key_b), Ok(true));
+        assert_eq!(host_key_known(&kh, "other.example.com", 22, key_a), Ok(false));
     }
 }

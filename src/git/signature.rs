@@ -32,50 +32,31 @@ pub enum SignaturePolicy {
 pub struct Signer(pub String);
 
 /// Checks `commit` against `policy`. `Ok(None)` when the policy asks for nothing.
-pub fn verify_commit(
-    repo: &Repository,
-    commit: Oid,
-    policy: &SignaturePolicy,
-) -> Result<Option<Signer>, GitError> {
+pub fn verify_commit(repo: &Repository, commit: Oid, policy: &SignaturePolicy) -> Result<Option<Signer>, GitError> {
     if *policy == SignaturePolicy::None {
         return Ok(None);
     }
-    let refuse = |reason: String| GitError::Signature {
-        commit: commit.to_string(),
-        reason,
-    };
+    let refuse = |reason: String| GitError::Signature { commit: commit.to_string(), reason };
     let (sig, payload) = match repo.extract_signature(&commit, None) {
         Ok(pair) => pair,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => {
-            return Err(refuse("the commit is not signed".into()))
-        }
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(refuse("the commit is not signed".into())),
         Err(e) => return Err(refuse(format!("reading its signature: {}", e.message()))),
     };
     let sig = sig.as_str().unwrap_or_default().to_string();
     let payload: &[u8] = &payload;
     match policy {
         SignaturePolicy::None => Ok(None),
-        SignaturePolicy::Ssh {
-            allowed_signers_file,
-        } => {
+        SignaturePolicy::Ssh { allowed_signers_file } => {
             if !sig.contains("BEGIN SSH SIGNATURE") {
-                return Err(refuse(
-                    "the commit carries a signature that is not an SSH signature".into(),
-                ));
+                return Err(refuse("the commit carries a signature that is not an SSH signature".into()));
             }
-            verify_ssh(&sig, payload, allowed_signers_file)
-                .map(|s| Some(Signer(s)))
-                .map_err(refuse)
+            verify_ssh(&sig, payload, allowed_signers_file).map(|s| Some(Signer(s))).map_err(refuse)
         }
         SignaturePolicy::Gpg { keyring_file } => {
             if !sig.contains("BEGIN PGP SIGNATURE") {
-                return Err(refuse(
-                    "the commit carries a signature that is not an OpenPGP signature".into(),
-                ));
+                return Err(refuse("the commit carries a signature that is not an OpenPGP signature".into()));
             }
-            verify_gpg(&sig, payload, keyring_file)
-                .map(|s| Some(Signer(s)))
-                .map_err(refuse)
+            verify_gpg(&sig, payload, keyring_file).map(|s| Some(Signer(s))).map_err(refuse)
         }
     }
 }
@@ -103,8 +84,8 @@ pub(crate) fn literal_principals(allowed_signers: &str) -> Vec<String> {
 }
 
 fn verify_ssh(sig: &str, payload: &[u8], allowed_signers: &Path) -> Result<String, String> {
-    let allowed_text = std::fs::read_to_string(allowed_signers)
-        .map_err(|e| format!("reading {}: {e}", allowed_signers.display()))?;
+    let allowed_text =
+        std::fs::read_to_string(allowed_signers).map_err(|e| format!("reading {}: {e}", allowed_signers.display()))?;
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
     let sig_file = dir.path().join("commit.sig");
     std::fs::write(&sig_file, sig).map_err(|e| format!("writing the signature: {e}"))?;
@@ -121,10 +102,7 @@ fn verify_ssh(sig: &str, payload: &[u8], allowed_signers: &Path) -> Result<Strin
     {
         if out.status.success() {
             candidates.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty()),
+                String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
             );
         }
     }
@@ -151,27 +129,19 @@ fn verify_ssh(sig: &str, payload: &[u8], allowed_signers: &Path) -> Result<Strin
             .spawn()
             .map_err(|e| format!("running ssh-keygen -Y verify: {e}"))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(payload)
-                .map_err(|e| format!("feeding ssh-keygen: {e}"))?;
+            stdin.write_all(payload).map_err(|e| format!("feeding ssh-keygen: {e}"))?;
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for ssh-keygen: {e}"))?;
+        let out = child.wait_with_output().map_err(|e| format!("waiting for ssh-keygen: {e}"))?;
         if out.status.success() {
             return Ok(principal.clone());
         }
         last_error = String::from_utf8_lossy(&out.stderr).trim().to_string();
     }
-    Err(format!(
-        "no key in {} verifies its SSH signature ({last_error})",
-        allowed_signers.display()
-    ))
+    Err(format!("no key in {} verifies its SSH signature ({last_error})", allowed_signers.display()))
 }
 
 fn verify_gpg(sig: &str, payload: &[u8], keyring: &Path) -> Result<String, String> {
-    let keyring = std::path::absolute(keyring)
-        .map_err(|e| format!("resolving {}: {e}", keyring.display()))?;
+    let keyring = std::path::absolute(keyring).map_err(|e| format!("resolving {}: {e}", keyring.display()))?;
     if !keyring.is_file() {
         return Err(format!("keyring {} does not exist", keyring.display()));
     }
@@ -216,9 +186,6 @@ mod tests {
     #[test]
     fn literal_principals_skip_patterns_and_comments() {
         let text = "# ops\nalice@example.com ssh-ed25519 AAAA\n\"bob@example.com,carol@example.com\" namespaces=\"git\" ssh-ed25519 BBBB\n*@example.org ssh-ed25519 CCCC\n\nalice@example.com ssh-rsa DDDD\n";
-        assert_eq!(
-            literal_principals(text),
-            vec!["alice@example.com", "bob@example.com", "carol@example.com"]
-        );
+        assert_eq!(literal_principals(text), vec!["alice@example.com", "bob@example.com", "carol@example.com"]);
     }
 }

@@ -71,28 +71,16 @@ impl GitSource {
     /// A source that keeps its clone and exports under `work_dir` (created on first sync).
     pub fn new(spec: SourceSpec, work_dir: impl Into<PathBuf>) -> Result<GitSource, GitError> {
         let rel = Path::new(&spec.path);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(GitError::Config(format!(
                 "repo.path `{}` must be a relative path inside the repository",
                 spec.path
             )));
         }
         if !git2::Reference::is_valid_name(&format!("refs/heads/{}", spec.branch)) {
-            return Err(GitError::Config(format!(
-                "`{}` is not a valid branch name",
-                spec.branch
-            )));
+            return Err(GitError::Config(format!("`{}` is not a valid branch name", spec.branch)));
         }
-        Ok(GitSource {
-            spec,
-            work_dir: work_dir.into(),
-            lock: Mutex::new(()),
-            verified: Mutex::new(HashMap::new()),
-        })
+        Ok(GitSource { spec, work_dir: work_dir.into(), lock: Mutex::new(()), verified: Mutex::new(HashMap::new()) })
     }
 
     pub fn spec(&self) -> &SourceSpec {
@@ -106,19 +94,11 @@ impl GitSource {
     fn open(&self) -> Result<Repository, GitError> {
         let path = self.work_dir.join("repo.git");
         if path.join("HEAD").exists() {
-            Repository::open_bare(&path).map_err(GitError::git(format!(
-                "opening the source clone {}",
-                path.display()
-            )))
+            Repository::open_bare(&path).map_err(GitError::git(format!("opening the source clone {}", path.display())))
         } else {
-            std::fs::create_dir_all(&self.work_dir).map_err(GitError::io(
-                "creating the source directory",
-                &self.work_dir,
-            ))?;
-            Repository::init_bare(&path).map_err(GitError::git(format!(
-                "creating the source clone {}",
-                path.display()
-            )))
+            std::fs::create_dir_all(&self.work_dir)
+                .map_err(GitError::io("creating the source directory", &self.work_dir))?;
+            Repository::init_bare(&path).map_err(GitError::git(format!("creating the source clone {}", path.display())))
         }
     }
 
@@ -134,10 +114,7 @@ impl GitSource {
         let refspec = format!("+refs/heads/{}:{}", self.spec.branch, self.tracking_ref());
         remote::fetch(repo, &self.spec.url, &self.spec.auth, &[refspec])?;
         repo.refname_to_id(&self.tracking_ref())
-            .map_err(|_| GitError::NoBranch {
-                url: redact_url(&self.spec.url),
-                branch: self.spec.branch.clone(),
-            })
+            .map_err(|_| GitError::NoBranch { url: redact_url(&self.spec.url), branch: self.spec.branch.clone() })
     }
 
     /// Fetches the branch, verifies its head and exports it. The revision returned
@@ -157,15 +134,12 @@ impl GitSource {
     pub fn checkout(&self, commit: &str) -> Result<Revision, GitError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let repo = self.open()?;
-        let oid = Oid::from_str(commit)
-            .map_err(|_| GitError::Config(format!("`{commit}` is not a commit id")))?;
+        let oid = Oid::from_str(commit).map_err(|_| GitError::Config(format!("`{commit}` is not a commit id")))?;
         self.export_locked(&repo, oid)
     }
 
     fn export_locked(&self, repo: &Repository, oid: Oid) -> Result<Revision, GitError> {
-        let commit = repo
-            .find_commit(oid)
-            .map_err(GitError::git(format!("reading commit {oid}")))?;
+        let commit = repo.find_commit(oid).map_err(GitError::git(format!("reading commit {oid}")))?;
         let cached = self.verified.lock().unwrap().get(&oid).cloned();
         let signer = match cached {
             Some(s) => s,
@@ -180,38 +154,24 @@ impl GitSource {
         if !root.is_dir() {
             let tmp = checkouts.join(format!(".{oid}.tmp"));
             if tmp.exists() {
-                std::fs::remove_dir_all(&tmp)
-                    .map_err(GitError::io("removing a partial export", &tmp))?;
+                std::fs::remove_dir_all(&tmp).map_err(GitError::io("removing a partial export", &tmp))?;
             }
             std::fs::create_dir_all(&tmp).map_err(GitError::io("creating an export", &tmp))?;
-            let tree = commit
-                .tree()
-                .map_err(GitError::git(format!("reading the tree of {oid}")))?;
+            let tree = commit.tree().map_err(GitError::git(format!("reading the tree of {oid}")))?;
             let mut co = git2::build::CheckoutBuilder::new();
             co.target_dir(&tmp).force().recreate_missing(true);
-            repo.checkout_tree(tree.as_object(), Some(&mut co))
-                .map_err(GitError::git(format!("exporting {oid}")))?;
+            repo.checkout_tree(tree.as_object(), Some(&mut co)).map_err(GitError::git(format!("exporting {oid}")))?;
             std::fs::rename(&tmp, &root).map_err(GitError::io("publishing an export", &root))?;
         } else {
             // Touch it so pruning by age keeps what is in use.
             let _ = filetime_now(&root);
         }
-        let dir = if self.spec.path == "." || self.spec.path.is_empty() {
-            root.clone()
-        } else {
-            root.join(&self.spec.path)
-        };
+        let dir =
+            if self.spec.path == "." || self.spec.path.is_empty() { root.clone() } else { root.join(&self.spec.path) };
         if !dir.is_dir() {
-            return Err(GitError::NoPath {
-                commit: oid.to_string(),
-                path: self.spec.path.clone(),
-            });
+            return Err(GitError::NoPath { commit: oid.to_string(), path: self.spec.path.clone() });
         }
-        Ok(Revision {
-            commit: oid.to_string(),
-            dir,
-            signer,
-        })
+        Ok(Revision { commit: oid.to_string(), dir, signer })
     }
 
     /// Removes old exports, keeping `keep` and the most recently used ones.

@@ -9,10 +9,7 @@ use crate::model::*;
 use serde_json::Value;
 
 fn s(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn b(v: &Value, k: &str) -> bool {
@@ -22,11 +19,7 @@ fn b(v: &Value, k: &str) -> bool {
 fn strings(v: &Value, k: &str) -> Vec<String> {
     v.get(k)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -35,14 +28,7 @@ pub fn config(v: Option<&Value>) -> ConfigMap {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                 .collect()
         })
         .unwrap_or_default()
@@ -50,11 +36,7 @@ pub fn config(v: Option<&Value>) -> ConfigMap {
 
 pub fn devices(v: Option<&Value>) -> Devices {
     v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), config(Some(v))))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), config(Some(v)))).collect())
         .unwrap_or_default()
 }
 
@@ -87,18 +69,12 @@ pub fn member(v: &Value) -> Member {
         description: s(v, "description"),
         address,
         roles,
-        failure_domain: Some(s(v, "failure_domain"))
-            .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| "default".into()),
+        failure_domain: Some(s(v, "failure_domain")).filter(|f| !f.is_empty()).unwrap_or_else(|| "default".into()),
         config: config(v.get("config")),
         groups: strings(v, "groups"),
         join_fingerprint: None,
         server_config: ConfigMap::new(),
-        ensure: if s(v, "status") == "Evacuated" {
-            MemberEnsure::Evacuated
-        } else {
-            MemberEnsure::Present
-        },
+        ensure: if s(v, "status") == "Evacuated" { MemberEnsure::Evacuated } else { MemberEnsure::Present },
         evacuate: false,
         status: Some(s(v, "status")),
         database_roles,
@@ -106,19 +82,11 @@ pub fn member(v: &Value) -> Member {
 }
 
 pub fn group(v: &Value) -> ClusterGroup {
-    ClusterGroup {
-        name: s(v, "name"),
-        description: s(v, "description"),
-        members: strings(v, "members"),
-    }
+    ClusterGroup { name: s(v, "name"), description: s(v, "description"), members: strings(v, "members") }
 }
 
 pub fn project(v: &Value) -> Project {
-    Project {
-        name: s(v, "name"),
-        description: s(v, "description"),
-        config: config(v.get("config")),
-    }
+    Project { name: s(v, "name"), description: s(v, "description"), config: config(v.get("config")) }
 }
 
 /// Config without the `volatile.*` keys LXD keeps on pools and networks.
@@ -168,14 +136,7 @@ pub fn images(v: &Value, project: &str) -> Vec<Image> {
     let aliases: Vec<ImageAlias> = v
         .get("aliases")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|x| ImageAlias {
-                    name: s(x, "name"),
-                    description: s(x, "description"),
-                })
-                .collect()
-        })
+        .map(|a| a.iter().map(|x| ImageAlias { name: s(x, "name"), description: s(x, "description") }).collect())
         .unwrap_or_default();
     let base = Image {
         project: project.to_string(),
@@ -188,20 +149,13 @@ pub fn images(v: &Value, project: &str) -> Vec<Image> {
         fingerprint: Some(s(v, "fingerprint")),
     };
     if aliases.is_empty() {
-        return vec![Image {
-            name: s(v, "fingerprint"),
-            ..base
-        }];
+        return vec![Image { name: s(v, "fingerprint"), ..base }];
     }
     aliases
         .iter()
         .map(|a| Image {
             name: a.name.clone(),
-            aliases: aliases
-                .iter()
-                .filter(|o| o.name != a.name)
-                .cloned()
-                .collect(),
+            aliases: aliases.iter().filter(|o| o.name != a.name).cloned().collect(),
             ..base.clone()
         })
         .collect()
@@ -213,9 +167,7 @@ pub fn instance(v: &Value) -> Instance {
     cfg.retain(|k, _| !is_lxd_managed_instance_key(k));
     let status = s(v, "status");
     Instance {
-        project: Some(s(v, "project"))
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "default".into()),
+        project: Some(s(v, "project")).filter(|p| !p.is_empty()).unwrap_or_else(|| "default".into()),
         name: s(v, "name"),
         instance_type: if s(v, "type") == "virtual-machine" {
             InstanceType::VirtualMachine
@@ -229,11 +181,7 @@ pub fn instance(v: &Value) -> Instance {
         devices: devices(v.get("devices")),
         ephemeral: b(v, "ephemeral"),
         target: None,
-        state: if status == "Running" || status == "Frozen" {
-            PowerState::Running
-        } else {
-            PowerState::Stopped
-        },
+        state: if status == "Running" || status == "Frozen" { PowerState::Running } else { PowerState::Stopped },
         location: Some(s(v, "location")).filter(|l| !l.is_empty() && l != "none"),
         status: Some(status),
         base_image,
@@ -272,10 +220,7 @@ mod tests {
             "expanded_config": {"x": "y"}
         });
         let i = instance(&v);
-        assert_eq!(
-            i.config,
-            ConfigMap::from([("limits.cpu".into(), "1".into())])
-        );
+        assert_eq!(i.config, ConfigMap::from([("limits.cpu".into(), "1".into())]));
         assert_eq!(i.base_image.as_deref(), Some("abc"));
         assert_eq!(i.location.as_deref(), Some("node2"));
         assert_eq!(i.state, PowerState::Running);
@@ -299,26 +244,14 @@ mod tests {
         let imgs = images(&v, "default");
         assert_eq!(imgs.len(), 2);
         assert_eq!(imgs[0].name, "a");
-        assert_eq!(
-            imgs[0].aliases,
-            vec![ImageAlias {
-                name: "b".into(),
-                description: "x".into()
-            }]
-        );
+        assert_eq!(imgs[0].aliases, vec![ImageAlias { name: "b".into(), description: "x".into() }]);
         assert!(imgs.iter().all(|i| i.fingerprint.as_deref() == Some("f1")));
     }
 
     #[test]
     fn server_config_keeps_only_global_keys() {
         let v = json!({"config": {"core.https_address": "10.0.0.1:8443", "images.auto_update_interval": "12"}});
-        assert_eq!(
-            server_config(&v).keys().collect::<Vec<_>>(),
-            vec!["images.auto_update_interval"]
-        );
-        assert_eq!(
-            member_server_config(&v).keys().collect::<Vec<_>>(),
-            vec!["core.https_address"]
-        );
+        assert_eq!(server_config(&v).keys().collect::<Vec<_>>(), vec!["images.auto_update_interval"]);
+        assert_eq!(member_server_config(&v).keys().collect::<Vec<_>>(), vec!["core.https_address"]);
     }
 }

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CREDENTIALS_DIR: &str = "/etc/lxd-gitops/credentials";
 
 pub fn credentials_dir() -> PathBuf {
-    std::env::var_os("LXD_GITOPS_CREDENTIALS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_CREDENTIALS_DIR.into())
+    std::env::var_os("LXD_GITOPS_CREDENTIALS_DIR").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CREDENTIALS_DIR.into())
 }
 
 /// The client key pair of one credentials entry.
@@ -42,10 +40,7 @@ pub enum IdentityError {
 impl ClientIdentity {
     pub fn at(dir: &Path, name: &str) -> ClientIdentity {
         let base = dir.join(name);
-        ClientIdentity {
-            cert_path: base.join("client.crt"),
-            key_path: base.join("client.key"),
-        }
+        ClientIdentity { cert_path: base.join("client.crt"), key_path: base.join("client.key") }
     }
 
     /// Reads the PEMs; a missing file is a clear error naming what to do.
@@ -53,15 +48,9 @@ impl ClientIdentity {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    IdentityError::Missing {
-                        name: name.to_string(),
-                        path: p.to_path_buf(),
-                    }
+                    IdentityError::Missing { name: name.to_string(), path: p.to_path_buf() }
                 } else {
-                    IdentityError::Io {
-                        path: p.to_path_buf(),
-                        message: e.to_string(),
-                    }
+                    IdentityError::Io { path: p.to_path_buf(), message: e.to_string() }
                 }
             })
         };
@@ -74,25 +63,17 @@ impl ClientIdentity {
         if self.cert_path.exists() && self.key_path.exists() {
             return Ok(false);
         }
-        let io = |p: &Path, e: std::io::Error| IdentityError::Io {
-            path: p.to_path_buf(),
-            message: e.to_string(),
-        };
+        let io = |p: &Path, e: std::io::Error| IdentityError::Io { path: p.to_path_buf(), message: e.to_string() };
         let dir = self.key_path.parent().expect("key path has a folder");
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let key = rcgen::KeyPair::generate().map_err(|e| IdentityError::Generate(e.to_string()))?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| IdentityError::Generate(e.to_string()))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| IdentityError::Generate(e.to_string()))?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| IdentityError::Generate(e.to_string()))?;
-        write_private(&self.key_path, key.serialize_pem().as_bytes())
-            .map_err(|e| io(&self.key_path, e))?;
+        let cert = params.self_signed(&key).map_err(|e| IdentityError::Generate(e.to_string()))?;
+        write_private(&self.key_path, key.serialize_pem().as_bytes()).map_err(|e| io(&self.key_path, e))?;
         std::fs::write(&self.cert_path, cert.pem()).map_err(|e| io(&self.cert_path, e))?;
         Ok(true)
     }
@@ -101,12 +82,7 @@ impl ClientIdentity {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(bytes)
 }
 
@@ -132,8 +108,7 @@ impl TrustToken {
             .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(t))
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
             .map_err(|_| IdentityError::Token("not base64".into()))?;
-        serde_json::from_slice(&raw)
-            .map_err(|e| IdentityError::Token(format!("not an LXD trust token: {e}")))
+        serde_json::from_slice(&raw).map_err(|e| IdentityError::Token(format!("not an LXD trust token: {e}")))
     }
 }
 
@@ -158,11 +133,7 @@ mod tests {
         let id = ClientIdentity::at(dir.path(), "prod");
         assert!(id.ensure("lxd-gitops").unwrap());
         assert!(!id.ensure("lxd-gitops").unwrap());
-        let mode = std::fs::metadata(&id.key_path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(&id.key_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (cert, key) = id.load("prod").unwrap();
         assert!(key.contains("PRIVATE KEY"));
@@ -172,10 +143,7 @@ mod tests {
     #[test]
     fn missing_credentials_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ClientIdentity::at(dir.path(), "prod")
-            .load("prod")
-            .unwrap_err()
-            .to_string();
+        let err = ClientIdentity::at(dir.path(), "prod").load("prod").unwrap_err().to_string();
         assert!(err.contains("lxd-gitops login"), "{err}");
     }
 

@@ -21,10 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the reader needs from a client: `GET path` → (metadata, ETag).
 pub trait LxdRead: Sync {
-    fn get_json(
-        &self,
-        path: &str,
-    ) -> impl Future<Output = Result<(Value, Option<String>), BoxError>> + Send;
+    fn get_json(&self, path: &str) -> impl Future<Output = Result<(Value, Option<String>), BoxError>> + Send;
 }
 
 /// A failed read, with the step that failed.
@@ -58,59 +55,23 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
     let err = |step: &str| {
         let step = step.to_string();
         let cluster = cluster.to_string();
-        move |source: BoxError| ReadError {
-            cluster: cluster.clone(),
-            step: step.clone(),
-            source,
-        }
+        move |source: BoxError| ReadError { cluster: cluster.clone(), step: step.clone(), source }
     };
-    let mut live = LiveState {
-        cluster: cluster.to_string(),
-        ..Default::default()
-    };
+    let mut live = LiveState { cluster: cluster.to_string(), ..Default::default() };
 
     let (server, cluster_info, projects, pools, certs, instances) = tokio::try_join!(
         async { client.get_json("/1.0").await.map_err(err("GET /1.0")) },
-        async {
-            client
-                .get_json("/1.0/cluster")
-                .await
-                .map_err(err("GET /1.0/cluster"))
-        },
-        async {
-            client
-                .get_json("/1.0/projects?recursion=1")
-                .await
-                .map_err(err("list projects"))
-        },
-        async {
-            client
-                .get_json("/1.0/storage-pools?recursion=1")
-                .await
-                .map_err(err("list storage pools"))
-        },
-        async {
-            client
-                .get_json("/1.0/certificates?recursion=1")
-                .await
-                .map_err(err("list certificates"))
-        },
-        async {
-            client
-                .get_json("/1.0/instances?recursion=1&all-projects=true")
-                .await
-                .map_err(err("list instances"))
-        },
+        async { client.get_json("/1.0/cluster").await.map_err(err("GET /1.0/cluster")) },
+        async { client.get_json("/1.0/projects?recursion=1").await.map_err(err("list projects")) },
+        async { client.get_json("/1.0/storage-pools?recursion=1").await.map_err(err("list storage pools")) },
+        async { client.get_json("/1.0/certificates?recursion=1").await.map_err(err("list certificates")) },
+        async { client.get_json("/1.0/instances?recursion=1&all-projects=true").await.map_err(err("list instances")) },
     )?;
     live.objects.server_config = convert::server_config(&server.0);
     if let Some(etag) = server.1 {
         live.etags.insert("ServerConfig".into(), etag);
     }
-    let clustered = cluster_info
-        .0
-        .get("enabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let clustered = cluster_info.0.get("enabled").and_then(Value::as_bool).unwrap_or(false);
 
     for p in list(&projects.0) {
         let p = convert::project(p);
@@ -179,9 +140,7 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
     for (project, v) in images {
         for i in list(&v) {
             for img in convert::images(i, &project) {
-                live.objects
-                    .images
-                    .insert(pkey(&img.project, &img.name), img);
+                live.objects.images.insert(pkey(&img.project, &img.name), img);
             }
         }
     }
@@ -203,32 +162,14 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
 
 /// Members, groups and every per-member value: member-local server config and the
 /// member-specific keys of pools and networks.
-async fn read_members<C: LxdRead>(
-    client: &C,
-    cluster: &str,
-    live: &mut LiveState,
-) -> Result<(), ReadError> {
+async fn read_members<C: LxdRead>(client: &C, cluster: &str, live: &mut LiveState) -> Result<(), ReadError> {
     let err = |step: String| {
         let cluster = cluster.to_string();
-        move |source: BoxError| ReadError {
-            cluster: cluster.clone(),
-            step: step.clone(),
-            source,
-        }
+        move |source: BoxError| ReadError { cluster: cluster.clone(), step: step.clone(), source }
     };
     let (members, groups) = tokio::try_join!(
-        async {
-            client
-                .get_json("/1.0/cluster/members?recursion=1")
-                .await
-                .map_err(err("list members".into()))
-        },
-        async {
-            client
-                .get_json("/1.0/cluster/groups?recursion=1")
-                .await
-                .map_err(err("list cluster groups".into()))
-        },
+        async { client.get_json("/1.0/cluster/members?recursion=1").await.map_err(err("list members".into())) },
+        async { client.get_json("/1.0/cluster/groups?recursion=1").await.map_err(err("list cluster groups".into())) },
     )?;
     for g in list(&groups.0) {
         let g = convert::group(g);
@@ -247,77 +188,40 @@ async fn read_members<C: LxdRead>(
         .filter(|m| m.status.as_deref() != Some("Offline"))
         .map(|m| m.name.clone())
         .collect();
-    for m in live
-        .objects
-        .members
-        .values()
-        .filter(|m| m.status.as_deref() == Some("Offline"))
-    {
-        for kind in [
-            Kind::Member,
-            Kind::StoragePool,
-            Kind::Network,
-            Kind::Instance,
-        ] {
-            live.incomplete.push(Incomplete {
-                kind,
-                reason: format!("member `{}` is offline", m.name),
-            });
+    for m in live.objects.members.values().filter(|m| m.status.as_deref() == Some("Offline")) {
+        for kind in [Kind::Member, Kind::StoragePool, Kind::Network, Kind::Instance] {
+            live.incomplete.push(Incomplete { kind, reason: format!("member `{}` is offline", m.name) });
         }
     }
     let pools: Vec<String> = live.objects.storage_pools.keys().cloned().collect();
-    let networks: Vec<(String, String)> = live
-        .objects
-        .networks
-        .values()
-        .map(|n| (n.project.clone(), n.name.clone()))
-        .collect();
+    let networks: Vec<(String, String)> =
+        live.objects.networks.values().map(|n| (n.project.clone(), n.name.clone())).collect();
 
     let server_reads = try_join_all(online.iter().map(|m| {
         let e = err(format!("read member-local server config of {m}"));
+        async move { client.get_json(&format!("/1.0?target={}", enc(m))).await.map(|v| (m.clone(), v.0)).map_err(e) }
+    }));
+    let pool_reads = try_join_all(online.iter().flat_map(|m| pools.iter().map(move |p| (m, p))).map(|(m, p)| {
+        let e = err(format!("read storage pool {p} on member {m}"));
         async move {
             client
-                .get_json(&format!("/1.0?target={}", enc(m)))
+                .get_json(&format!("/1.0/storage-pools/{}?target={}", enc(p), enc(m)))
                 .await
-                .map(|v| (m.clone(), v.0))
+                .map(|v| (m.clone(), p.clone(), v.0))
                 .map_err(e)
         }
     }));
-    let pool_reads = try_join_all(
-        online
-            .iter()
-            .flat_map(|m| pools.iter().map(move |p| (m, p)))
-            .map(|(m, p)| {
-                let e = err(format!("read storage pool {p} on member {m}"));
-                async move {
-                    client
-                        .get_json(&format!("/1.0/storage-pools/{}?target={}", enc(p), enc(m)))
-                        .await
-                        .map(|v| (m.clone(), p.clone(), v.0))
-                        .map_err(e)
-                }
-            }),
-    );
-    let net_reads = try_join_all(
-        online
-            .iter()
-            .flat_map(|m| networks.iter().map(move |n| (m, n)))
-            .map(|(m, (proj, n))| {
-                let e = err(format!("read network {proj}/{n} on member {m}"));
-                async move {
-                    client
-                        .get_json(&format!(
-                            "/1.0/networks/{}?project={}&target={}",
-                            enc(n),
-                            enc(proj),
-                            enc(m)
-                        ))
-                        .await
-                        .map(|v| (m.clone(), pkey(proj, n), v.0))
-                        .map_err(e)
-                }
-            }),
-    );
+    let net_reads =
+        try_join_all(online.iter().flat_map(|m| networks.iter().map(move |n| (m, n))).map(|(m, (proj, n))| {
+            let e = err(format!("read network {proj}/{n} on member {m}"));
+            async move {
+                client
+                    .get_json(&format!("/1.0/networks/{}?project={}&target={}", enc(n), enc(proj), enc(m)))
+                    .await
+                    .map(|v| (m.clone(), pkey(proj, n), v.0))
+                    .map_err(e)
+            }
+        }));
     let (servers, pool_vals, net_vals) = tokio::try_join!(server_reads, pool_reads, net_reads)?;
     for (m, v) in servers {
         if let Some(member) = live.objects.members.get_mut(&m) {
@@ -327,10 +231,8 @@ async fn read_members<C: LxdRead>(
     for (m, p, v) in pool_vals {
         let cfg = convert::config(v.get("config"));
         if let Some(pool) = live.objects.storage_pools.get_mut(&p) {
-            let local: ConfigMap = cfg
-                .into_iter()
-                .filter(|(k, _)| crate::model::names::POOL_MEMBER_KEYS.contains(&k.as_str()))
-                .collect();
+            let local: ConfigMap =
+                cfg.into_iter().filter(|(k, _)| crate::model::names::POOL_MEMBER_KEYS.contains(&k.as_str())).collect();
             if !local.is_empty() {
                 pool.member_config.insert(m, local);
             }

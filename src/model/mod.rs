@@ -102,10 +102,7 @@ impl Kind {
 
     /// Whether objects of this kind live inside an LXD project.
     pub fn is_project_scoped(self) -> bool {
-        matches!(
-            self,
-            Kind::Network | Kind::Profile | Kind::Image | Kind::Instance
-        )
+        matches!(self, Kind::Network | Kind::Profile | Kind::Image | Kind::Instance)
     }
 }
 
@@ -126,18 +123,10 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn global(kind: Kind, name: impl Into<String>) -> Self {
-        ObjectRef {
-            kind,
-            project: None,
-            name: name.into(),
-        }
+        ObjectRef { kind, project: None, name: name.into() }
     }
     pub fn in_project(kind: Kind, project: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectRef {
-            kind,
-            project: Some(project.into()),
-            name: name.into(),
-        }
+        ObjectRef { kind, project: Some(project.into()), name: name.into() }
     }
 }
 
@@ -159,10 +148,7 @@ pub struct ProjectKey {
 
 impl ProjectKey {
     pub fn new(project: impl Into<String>, name: impl Into<String>) -> Self {
-        ProjectKey {
-            project: project.into(),
-            name: name.into(),
-        }
+        ProjectKey { project: project.into(), name: name.into() }
     }
 }
 
@@ -333,10 +319,7 @@ pub struct Member {
     /// User-settable roles only (`event-hub`, `ovn-chassis`); LXD manages `database*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
-    #[serde(
-        default = "default_failure_domain",
-        skip_serializing_if = "is_default_failure_domain"
-    )]
+    #[serde(default = "default_failure_domain", skip_serializing_if = "is_default_failure_domain")]
     pub failure_domain: String,
     /// Member config (`scheduler.instance`, `user.*`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -792,14 +775,8 @@ mod tests {
 
     #[test]
     fn object_refs_display_with_project_when_scoped() {
-        assert_eq!(
-            ObjectRef::in_project(Kind::Instance, "web", "w1").to_string(),
-            "Instance/web/w1"
-        );
-        assert_eq!(
-            ObjectRef::global(Kind::Project, "web").to_string(),
-            "Project/web"
-        );
+        assert_eq!(ObjectRef::in_project(Kind::Instance, "web", "w1").to_string(), "Instance/web/w1");
+        assert_eq!(ObjectRef::global(Kind::Project, "web").to_string(), "Project/web");
     }
 
     #[test]
@@ -813,8 +790,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let r: Result<Profile, _> =
-            serde_json::from_value(serde_json::json!({"name": "a", "used_by": []}));
+        let r: Result<Profile, _> = serde_json::from_value(serde_json::json!({"name": "a", "used_by": []}));
         assert!(r.is_err());
     }
 }

@@ -28,13 +28,7 @@ pub fn is_lxd_managed_instance_key(key: &str) -> bool {
 }
 
 /// Storage pool keys that are per member in a cluster.
-pub const POOL_MEMBER_KEYS: &[&str] = &[
-    "source",
-    "size",
-    "zfs.pool_name",
-    "lvm.thinpool_name",
-    "lvm.vg_name",
-];
+pub const POOL_MEMBER_KEYS: &[&str] = &["source", "size", "zfs.pool_name", "lvm.thinpool_name", "lvm.vg_name"];
 
 /// Network keys that are per member in a cluster.
 pub const NETWORK_MEMBER_KEYS: &[&str] = &["bridge.external_interfaces", "parent"];
@@ -59,9 +53,7 @@ pub fn instance_key_needs_restart(key: &str) -> bool {
         "security.syscalls.intercept.mount",
         "limits.memory.hugepages",
     ];
-    EXACT.contains(&key)
-        || key.starts_with("security.syscalls.deny")
-        || key.starts_with("security.syscalls.allow")
+    EXACT.contains(&key) || key.starts_with("security.syscalls.deny") || key.starts_with("security.syscalls.allow")
 }
 
 /// LXD's own rule for object names (instances, profiles, projects, members ...): 1–63

@@ -97,13 +97,7 @@ pub enum SnapdEndpoint {
     /// A local unix socket (the daemon runs on the member).
     Socket { path: PathBuf },
     /// snapd's socket on a remote member, through SSH.
-    Ssh {
-        host: String,
-        port: u16,
-        user: String,
-        identity_file: PathBuf,
-        known_hosts: PathBuf,
-    },
+    Ssh { host: String, port: u16, user: String, identity_file: PathBuf, known_hosts: PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -336,8 +330,7 @@ impl Ctx<'_> {
     }
     fn readable(&self, pointer: &str, p: &Path) -> Result<PathBuf, ConfigError> {
         let p = self.path(p);
-        std::fs::File::open(&p)
-            .map_err(|e| self.value_err(pointer, format!("cannot read {}: {e}", p.display())))?;
+        std::fs::File::open(&p).map_err(|e| self.value_err(pointer, format!("cannot read {}: {e}", p.display())))?;
         Ok(p)
     }
 }
@@ -351,21 +344,14 @@ impl Config {
             column: 1,
             message: format!("cannot read the configuration: {e}"),
         })?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         Config::parse(&text, &path.display().to_string(), &base)
     }
 
     /// Parses configuration `text`; `file` names it in errors, relative paths are
     /// resolved against `base`.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
-        let mut ctx = Ctx {
-            file: file.to_string(),
-            doc: None,
-            base: base.to_path_buf(),
-        };
+        let mut ctx = Ctx { file: file.to_string(), doc: None, base: base.to_path_buf() };
         let docs = parse_documents(text).map_err(|e| ctx.err_at(e.pos, e.message))?;
         if docs.len() > 1 {
             return Err(ctx.err_at(docs[1].start, "the configuration is one YAML document"));
@@ -374,8 +360,7 @@ impl Config {
             None => FileConfig::default(),
             Some(doc) => {
                 ctx.doc = Some(doc);
-                serde_path_to_error::deserialize(doc.value.clone())
-                    .map_err(|e| serde_error(&ctx, doc, e))?
+                serde_path_to_error::deserialize(doc.value.clone()).map_err(|e| serde_error(&ctx, doc, e))?
             }
         };
         resolve(&ctx, raw)
@@ -383,11 +368,7 @@ impl Config {
 }
 
 /// Places a deserialisation error at the node it is about.
-fn serde_error(
-    ctx: &Ctx,
-    doc: &Document,
-    e: serde_path_to_error::Error<serde_json::Error>,
-) -> ConfigError {
+fn serde_error(ctx: &Ctx, doc: &Document, e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
     let mut pointer = String::new();
     for seg in e.path().iter() {
         use serde_path_to_error::Segment;
@@ -404,23 +385,13 @@ fn serde_error(
     let where_ = if pointer.is_empty() {
         String::new()
     } else {
-        format!(
-            " (at {})",
-            pointer.trim_start_matches('/').replace('/', ".")
-        )
+        format!(" (at {})", pointer.trim_start_matches('/').replace('/', "."))
     };
     // "unknown field `x`": point at the key itself when we can find it.
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split('`').next())
-    {
+    if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
         let token = format!("/{}", crate::fleet::yaml::escape_pointer_token(field));
         // serde_path_to_error usually includes the unknown key in the path already.
-        let at_key = if pointer.ends_with(&token) {
-            pointer.clone()
-        } else {
-            format!("{pointer}{token}")
-        };
+        let at_key = if pointer.ends_with(&token) { pointer.clone() } else { format!("{pointer}{token}") };
         if doc.positions.contains_key(&at_key) {
             return ctx.key_err(&at_key, format!("{message}{where_}"));
         }
@@ -455,33 +426,23 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
     };
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
-        ctx.value_err(
-            "/listen",
-            format!("`{listen_text}` is not an address:port such as 127.0.0.1:9580"),
-        )
+        ctx.value_err("/listen", format!("`{listen_text}` is not an address:port such as 127.0.0.1:9580"))
     })?;
 
     let mut webhooks = BTreeMap::new();
     for (name, hook) in &raw.webhooks {
         let ptr = format!("/webhooks/{name}");
         let provider = Provider::parse(name).ok_or_else(|| {
-            ctx.key_err(
-                &ptr,
-                format!("unknown webhook provider `{name}` (github, gitlab, gitea, generic)"),
-            )
+            ctx.key_err(&ptr, format!("unknown webhook provider `{name}` (github, gitlab, gitea, generic)"))
         })?;
         let path = ctx.path(&hook.secret_file);
         let secret = Secret::from_file(&path).map_err(|e| {
-            ctx.value_err(
-                &format!("{ptr}/secret_file"),
-                format!("cannot read secret file {}: {e}", path.display()),
-            )
+            ctx.value_err(&format!("{ptr}/secret_file"), format!("cannot read secret file {}: {e}", path.display()))
         })?;
         if secret.is_empty() {
-            return Err(ctx.value_err(
-                &format!("{ptr}/secret_file"),
-                format!("secret file {} is empty", path.display()),
-            ));
+            return Err(
+                ctx.value_err(&format!("{ptr}/secret_file"), format!("secret file {} is empty", path.display()))
+            );
         }
         webhooks.insert(provider, secret);
     }
@@ -490,36 +451,22 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         Some(p) => {
             let path = ctx.path(p);
             let secret = Secret::from_file(&path).map_err(|e| {
-                ctx.value_err(
-                    "/admin_token_file",
-                    format!("cannot read secret file {}: {e}", path.display()),
-                )
+                ctx.value_err("/admin_token_file", format!("cannot read secret file {}: {e}", path.display()))
             })?;
             if secret.is_empty() {
-                return Err(ctx.value_err(
-                    "/admin_token_file",
-                    format!("secret file {} is empty", path.display()),
-                ));
+                return Err(ctx.value_err("/admin_token_file", format!("secret file {} is empty", path.display())));
             }
             Some(secret)
         }
         None => None,
     };
 
-    let audit_branch = raw
-        .audit
-        .branch
-        .clone()
-        .unwrap_or_else(|| DEFAULT_AUDIT_BRANCH.into());
+    let audit_branch = raw.audit.branch.clone().unwrap_or_else(|| DEFAULT_AUDIT_BRANCH.into());
     if let Some(r) = &repo {
         let strip = |b: &str| b.strip_prefix("refs/heads/").unwrap_or(b).to_string();
         if strip(&audit_branch) == strip(&r.branch) {
             return Err(ctx.value_err(
-                if raw.audit.branch.is_some() {
-                    "/audit/branch"
-                } else {
-                    "/repo/branch"
-                },
+                if raw.audit.branch.is_some() { "/audit/branch" } else { "/repo/branch" },
                 format!(
                     "the audit branch `{audit_branch}` is the watched branch: audit commits would trigger reconciles"
                 ),
@@ -527,35 +474,14 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
     let author = Person {
-        name: raw
-            .audit
-            .author_name
-            .clone()
-            .unwrap_or_else(|| "lxd-gitops".into()),
-        email: raw
-            .audit
-            .author_email
-            .clone()
-            .unwrap_or_else(|| "lxd-gitops@localhost".into()),
+        name: raw.audit.author_name.clone().unwrap_or_else(|| "lxd-gitops".into()),
+        email: raw.audit.author_email.clone().unwrap_or_else(|| "lxd-gitops@localhost".into()),
     };
     let committer = Person {
-        name: raw
-            .audit
-            .committer_name
-            .clone()
-            .unwrap_or_else(|| author.name.clone()),
-        email: raw
-            .audit
-            .committer_email
-            .clone()
-            .unwrap_or_else(|| author.email.clone()),
+        name: raw.audit.committer_name.clone().unwrap_or_else(|| author.name.clone()),
+        email: raw.audit.committer_email.clone().unwrap_or_else(|| author.email.clone()),
     };
-    let audit = AuditConfig {
-        branch: audit_branch,
-        author,
-        committer,
-        push: raw.audit.push.unwrap_or(true),
-    };
+    let audit = AuditConfig { branch: audit_branch, author, committer, push: raw.audit.push.unwrap_or(true) };
 
     let mut clusters = BTreeMap::new();
     for (name, c) in raw.clusters {
@@ -563,34 +489,21 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         for (member, s) in c.snapd {
             let ptr = format!("/clusters/{name}/snapd/{member}");
             let ep = match (s.socket, s.ssh) {
-                (Some(path), None) => SnapdEndpoint::Socket {
-                    path: ctx.path(&path),
-                },
+                (Some(path), None) => SnapdEndpoint::Socket { path: ctx.path(&path) },
                 (None, Some(ssh)) => SnapdEndpoint::Ssh {
                     host: ssh.host,
                     port: ssh.port,
                     user: ssh.user,
-                    identity_file: ctx
-                        .readable(&format!("{ptr}/ssh/identity_file"), &ssh.identity_file)?,
-                    known_hosts: ctx
-                        .readable(&format!("{ptr}/ssh/known_hosts"), &ssh.known_hosts)?,
+                    identity_file: ctx.readable(&format!("{ptr}/ssh/identity_file"), &ssh.identity_file)?,
+                    known_hosts: ctx.readable(&format!("{ptr}/ssh/known_hosts"), &ssh.known_hosts)?,
                 },
                 _ => {
-                    return Err(ctx.key_err(
-                        &ptr,
-                        format!("snapd of `{member}`: give exactly one of `socket` or `ssh`"),
-                    ))
+                    return Err(ctx.key_err(&ptr, format!("snapd of `{member}`: give exactly one of `socket` or `ssh`")))
                 }
             };
             snapd.insert(member, ep);
         }
-        clusters.insert(
-            name,
-            ClusterRuntime {
-                suspended: c.suspended,
-                snapd,
-            },
-        );
+        clusters.insert(name, ClusterRuntime { suspended: c.suspended, snapd });
     }
 
     Ok(Config {
@@ -602,11 +515,7 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         admin_token,
         audit,
         credentials_dir: raw.credentials_dir.as_deref().map(|p| ctx.path(p)),
-        state_dir: raw
-            .state_dir
-            .as_deref()
-            .map(|p| ctx.path(p))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        state_dir: raw.state_dir.as_deref().map(|p| ctx.path(p)).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         watch_dir,
         log_format: raw.log_format,
         clusters,
@@ -618,21 +527,11 @@ fn resolve_repo(ctx: &Ctx, r: FileRepo) -> Result<RepoConfig, ConfigError> {
         return Err(ctx.value_err("/repo/url", "repo.url is empty"));
     }
     if !git2::Reference::is_valid_name(&format!("refs/heads/{}", r.branch)) {
-        return Err(ctx.value_err(
-            "/repo/branch",
-            format!("`{}` is not a valid branch name", r.branch),
-        ));
+        return Err(ctx.value_err("/repo/branch", format!("`{}` is not a valid branch name", r.branch)));
     }
     let rel = Path::new(&r.path);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ctx.value_err(
-            "/repo/path",
-            "repo.path is a relative directory inside the repository",
-        ));
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(ctx.value_err("/repo/path", "repo.path is a relative directory inside the repository"));
     }
     let a = r.auth;
     let auth = match (a.token_file, a.ssh_key_file, a.known_hosts_file) {
@@ -644,9 +543,7 @@ fn resolve_repo(ctx: &Ctx, r: FileRepo) -> Result<RepoConfig, ConfigError> {
         }
         (Some(token), None, None) => RemoteAuth::Token {
             file: ctx.readable("/repo/auth/token_file", &token)?,
-            username: a
-                .token_username
-                .unwrap_or_else(|| DEFAULT_TOKEN_USERNAME.into()),
+            username: a.token_username.unwrap_or_else(|| DEFAULT_TOKEN_USERNAME.into()),
         },
         (None, Some(key), Some(kh)) => RemoteAuth::SshKey {
             private_key_file: ctx.readable("/repo/auth/ssh_key_file", &key)?,
@@ -662,34 +559,20 @@ fn resolve_repo(ctx: &Ctx, r: FileRepo) -> Result<RepoConfig, ConfigError> {
             return Err(ctx.key_err("/repo/auth/known_hosts_file", "known_hosts_file needs ssh_key_file"))
         }
         _ => {
-            return Err(ctx.key_err(
-                "/repo/auth",
-                "give either token_file or ssh_key_file + known_hosts_file, not both",
-            ))
+            return Err(ctx.key_err("/repo/auth", "give either token_file or ssh_key_file + known_hosts_file, not both"))
         }
     };
     let signature = match (r.signature.ssh_allowed_signers, r.signature.gpg_keyring) {
         (None, None) => SignaturePolicy::None,
-        (Some(f), None) => SignaturePolicy::Ssh {
-            allowed_signers_file: ctx.readable("/repo/signature/ssh_allowed_signers", &f)?,
-        },
-        (None, Some(f)) => SignaturePolicy::Gpg {
-            keyring_file: ctx.readable("/repo/signature/gpg_keyring", &f)?,
-        },
+        (Some(f), None) => {
+            SignaturePolicy::Ssh { allowed_signers_file: ctx.readable("/repo/signature/ssh_allowed_signers", &f)? }
+        }
+        (None, Some(f)) => SignaturePolicy::Gpg { keyring_file: ctx.readable("/repo/signature/gpg_keyring", &f)? },
         (Some(_), Some(_)) => {
-            return Err(ctx.key_err(
-                "/repo/signature",
-                "give one of ssh_allowed_signers or gpg_keyring",
-            ))
+            return Err(ctx.key_err("/repo/signature", "give one of ssh_allowed_signers or gpg_keyring"))
         }
     };
-    Ok(RepoConfig {
-        url: r.url,
-        branch: r.branch,
-        path: r.path,
-        auth,
-        signature,
-    })
+    Ok(RepoConfig { url: r.url, branch: r.branch, path: r.path, auth, signature })
 }
 
 #[cfg(test)]
@@ -708,11 +591,7 @@ mod tests {
         assert_eq!(s.expose(), b"hunter2");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("gh"), "hunter2\n").unwrap();
-        let c = parse_in(
-            dir.path(),
-            "repo: {url: /srv/fleet.git}\nwebhooks:\n  github: {secret_file: gh}\n",
-        )
-        .unwrap();
+        let c = parse_in(dir.path(), "repo: {url: /srv/fleet.git}\nwebhooks:\n  github: {secret_file: gh}\n").unwrap();
         assert_eq!(c.webhooks[&Provider::GitHub].expose(), b"hunter2");
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
@@ -734,10 +613,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/lxd-gitops"));
         assert_eq!(c.log_format, LogFormat::Text);
         let audit = c.audit_spec().unwrap();
-        assert_eq!(
-            (audit.branch.as_str(), audit.source_branch.as_str()),
-            ("lxd-gitops/audit", "main")
-        );
+        assert_eq!((audit.branch.as_str(), audit.source_branch.as_str()), ("lxd-gitops/audit", "main"));
         assert_eq!(r.source_spec().url, "https://example.com/fleet.git");
         assert_eq!(c.source_dir(), PathBuf::from("/var/lib/lxd-gitops/source"));
     }
@@ -779,19 +655,8 @@ clusters:
 "#;
         let c = parse_in(dir.path(), text).unwrap();
         let r = c.repo.unwrap();
-        assert_eq!(
-            r.auth,
-            RemoteAuth::Token {
-                file: dir.path().join("token"),
-                username: "oauth2".into()
-            }
-        );
-        assert_eq!(
-            r.signature,
-            SignaturePolicy::Ssh {
-                allowed_signers_file: dir.path().join("signers")
-            }
-        );
+        assert_eq!(r.auth, RemoteAuth::Token { file: dir.path().join("token"), username: "oauth2".into() });
+        assert_eq!(r.signature, SignaturePolicy::Ssh { allowed_signers_file: dir.path().join("signers") });
         assert_eq!(c.poll_interval, Duration::from_secs(300));
         assert_eq!(c.audit.committer.name, "Fleet Bot");
         assert!(!c.audit.push);
@@ -810,51 +675,15 @@ clusters:
     fn errors_carry_positions() {
         let dir = tempfile::tempdir().unwrap();
         let cases: &[(&str, (usize, usize), &str)] = &[
-            (
-                "repo:\n  url: /x\n  brnch: main\n",
-                (3, 3),
-                "unknown field `brnch`",
-            ),
-            (
-                "repo: {url: /x}\npoll_interval: soon\n",
-                (2, 16),
-                "invalid duration",
-            ),
-            (
-                "repo: {url: /x}\nlisten: everywhere\n",
-                (2, 9),
-                "not an address",
-            ),
-            (
-                "repo: {url: /x}\nwebhooks:\n  bitbucket: {secret_file: x}\n",
-                (3, 3),
-                "unknown webhook provider",
-            ),
-            (
-                "repo: {url: /x}\nwebhooks:\n  github: {secret_file: missing}\n",
-                (3, 25),
-                "cannot read secret file",
-            ),
-            (
-                "repo: {url: /x}\naudit: {branch: main}\n",
-                (2, 17),
-                "watched branch",
-            ),
-            (
-                "repo: {url: /x}\nlog_format: xml\n",
-                (2, 13),
-                "unknown variant",
-            ),
-            (
-                "repo:\n  url: /x\n  auth: {ssh_key_file: k}\n",
-                (3, 10),
-                "known_hosts_file",
-            ),
-            (
-                "repo: {url: /x}\nclusters:\n  lab:\n    suspended: maybe\n",
-                (4, 16),
-                "invalid type",
-            ),
+            ("repo:\n  url: /x\n  brnch: main\n", (3, 3), "unknown field `brnch`"),
+            ("repo: {url: /x}\npoll_interval: soon\n", (2, 16), "invalid duration"),
+            ("repo: {url: /x}\nlisten: everywhere\n", (2, 9), "not an address"),
+            ("repo: {url: /x}\nwebhooks:\n  bitbucket: {secret_file: x}\n", (3, 3), "unknown webhook provider"),
+            ("repo: {url: /x}\nwebhooks:\n  github: {secret_file: missing}\n", (3, 25), "cannot read secret file"),
+            ("repo: {url: /x}\naudit: {branch: main}\n", (2, 17), "watched branch"),
+            ("repo: {url: /x}\nlog_format: xml\n", (2, 13), "unknown variant"),
+            ("repo:\n  url: /x\n  auth: {ssh_key_file: k}\n", (3, 10), "known_hosts_file"),
+            ("repo: {url: /x}\nclusters:\n  lab:\n    suspended: maybe\n", (4, 16), "invalid type"),
             ("poll_interval: 1m\n", (1, 1), "`repo` is required"),
         ];
         for (text, (line, column), needle) in cases {

@@ -43,10 +43,7 @@ struct App<R: Reconcile> {
 
 /// The router, ready for `axum::serve`.
 pub fn router<R: Reconcile>(reconciler: Reconciler<R>, options: HttpOptions) -> Router {
-    let app = Arc::new(App {
-        reconciler,
-        options,
-    });
+    let app = Arc::new(App { reconciler, options });
     Router::new()
         .route("/hooks/{provider}", post(hook::<R>))
         .route("/reconcile", post(reconcile::<R>))
@@ -63,12 +60,7 @@ pub fn router<R: Reconcile>(reconciler: Reconciler<R>, options: HttpOptions) -> 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {
     let mut b = body.into();
     b.push('\n');
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        b,
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], b).into_response()
 }
 
 async fn hook<R: Reconcile>(
@@ -82,21 +74,14 @@ async fn hook<R: Reconcile>(
     };
     let name = provider.as_str();
     let Some(secret) = app.options.webhooks.get(&provider) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("webhook `{name}` is not configured"),
-        );
+        return text(StatusCode::NOT_FOUND, format!("webhook `{name}` is not configured"));
     };
     let metrics = app.reconciler.metrics();
     let event = match webhook::verify(provider, &headers, &body, secret.expose()) {
         Ok(ev) => ev,
         Err(e) => {
             let code = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let result = if code == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                "bad-request"
-            };
+            let result = if code == StatusCode::UNAUTHORIZED { "unauthorized" } else { "bad-request" };
             metrics.webhook(name, result);
             tracing::warn!(provider = name, reason = %e, "webhook refused");
             return text(code, e.to_string());
@@ -115,19 +100,13 @@ async fn hook<R: Reconcile>(
     };
     if push.branch() != Some(app.options.branch.as_str()) {
         metrics.webhook(name, "ignored");
-        return text(
-            StatusCode::ACCEPTED,
-            format!("ignored: ref {}", push.git_ref),
-        );
+        return text(StatusCode::ACCEPTED, format!("ignored: ref {}", push.git_ref));
     }
     if push.is_deletion() {
         metrics.webhook(name, "ignored");
         return text(StatusCode::ACCEPTED, "ignored: branch deleted");
     }
-    let trigger = Trigger::Webhook {
-        provider: name.to_string(),
-        revision: push.after.clone(),
-    };
+    let trigger = Trigger::Webhook { provider: name.to_string(), revision: push.after.clone() };
     match app.reconciler.trigger_all(trigger) {
         Ok(()) => {
             metrics.webhook(name, "accepted");
@@ -179,19 +158,15 @@ async fn reconcile<R: Reconcile>(
     }
     match q.cluster {
         Some(cluster) => match app.reconciler.trigger(&cluster, Trigger::Manual) {
-            Ok(how) => (
-                StatusCode::ACCEPTED,
-                Json(serde_json::json!({"cluster": cluster, "queued": how})),
-            )
-                .into_response(),
+            Ok(how) => {
+                (StatusCode::ACCEPTED, Json(serde_json::json!({"cluster": cluster, "queued": how}))).into_response()
+            }
             Err(e) => trigger_error(e),
         },
         None => match app.reconciler.trigger_all(Trigger::Manual) {
-            Ok(()) => (
-                StatusCode::ACCEPTED,
-                Json(serde_json::json!({"cluster": "*", "queued": "all"})),
-            )
-                .into_response(),
+            Ok(()) => {
+                (StatusCode::ACCEPTED, Json(serde_json::json!({"cluster": "*", "queued": "all"}))).into_response()
+            }
             Err(e) => trigger_error(e),
         },
     }
@@ -237,9 +212,5 @@ async fn status<R: Reconcile>(State(app): State<Arc<App<R>>>) -> Response {
 }
 
 async fn metrics<R: Reconcile>(State(app): State<Arc<App<R>>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        app.reconciler.metrics().encode(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.reconciler.metrics().encode()).into_response()
 }

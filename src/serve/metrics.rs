@@ -42,9 +42,7 @@ struct WebhookLabel {
 }
 
 fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-    ])
+    Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
 }
 
 /// All metrics of one daemon.
@@ -115,11 +113,7 @@ impl Metrics {
             "Runs waiting behind a run in flight (at most one per cluster)",
             m.queue_depth.clone(),
         );
-        registry.register(
-            "lxd_gitops_runs_in_flight",
-            "Runs in progress",
-            m.runs_in_flight.clone(),
-        );
+        registry.register("lxd_gitops_runs_in_flight", "Runs in progress", m.runs_in_flight.clone());
         registry.register(
             "lxd_gitops_git_fetch_failures",
             "Fetches of the fleet repository that failed",
@@ -141,12 +135,8 @@ impl Metrics {
         duration: std::time::Duration,
         finished: DateTime<Utc>,
     ) {
-        let cl = ClusterLabel {
-            cluster: cluster.to_string(),
-        };
-        self.reconcile_duration
-            .get_or_create(&cl)
-            .observe(duration.as_secs_f64());
+        let cl = ClusterLabel { cluster: cluster.to_string() };
+        self.reconcile_duration.get_or_create(&cl).observe(duration.as_secs_f64());
         if report.outcome.is_failure() {
             self.reconcile_failures.get_or_create(&cl).inc();
         } else {
@@ -154,24 +144,17 @@ impl Metrics {
             let _ = self.reconcile_failures.get_or_create(&cl);
         }
         if report.outcome.is_applied() {
-            self.last_applied_timestamp
-                .get_or_create(&cl)
-                .set(finished.timestamp_millis() as f64 / 1000.0);
+            self.last_applied_timestamp.get_or_create(&cl).set(finished.timestamp_millis() as f64 / 1000.0);
             if let Some(rev) = &report.revision {
                 let mut shown = self.shown_revision.lock().unwrap();
                 if let Some(old) = shown.insert(cluster.to_string(), rev.clone()) {
                     if &old != rev {
-                        self.last_applied_revision.remove(&RevisionLabel {
-                            cluster: cluster.to_string(),
-                            revision: old,
-                        });
+                        self.last_applied_revision
+                            .remove(&RevisionLabel { cluster: cluster.to_string(), revision: old });
                     }
                 }
                 self.last_applied_revision
-                    .get_or_create(&RevisionLabel {
-                        cluster: cluster.to_string(),
-                        revision: rev.clone(),
-                    })
+                    .get_or_create(&RevisionLabel { cluster: cluster.to_string(), revision: rev.clone() })
                     .set(1);
             }
         }
@@ -186,10 +169,7 @@ impl Metrics {
             for kind in Kind::ALL {
                 let n = drift.and_then(|d| d.get(&kind)).copied().unwrap_or(0);
                 self.drift_objects
-                    .get_or_create(&KindLabel {
-                        cluster: cluster.to_string(),
-                        kind: kind.as_str().to_string(),
-                    })
+                    .get_or_create(&KindLabel { cluster: cluster.to_string(), kind: kind.as_str().to_string() })
                     .set(n as i64);
             }
         }
@@ -206,10 +186,7 @@ impl Metrics {
 
     pub fn webhook(&self, provider: &str, result: &str) {
         self.webhook_requests
-            .get_or_create(&WebhookLabel {
-                provider: provider.to_string(),
-                result: result.to_string(),
-            })
+            .get_or_create(&WebhookLabel { provider: provider.to_string(), result: result.to_string() })
             .inc();
     }
 
@@ -234,31 +211,11 @@ mod tests {
         let m = Metrics::new();
         let mut report = RunReport::new(Some("abc".into()), Outcome::Applied);
         report.drift.insert(Kind::Profile, 3);
-        m.record_run(
-            "lab",
-            &report,
-            std::time::Duration::from_millis(1500),
-            Utc::now(),
-        );
+        m.record_run("lab", &report, std::time::Duration::from_millis(1500), Utc::now());
         report.revision = Some("def".into());
-        m.record_run(
-            "lab",
-            &report,
-            std::time::Duration::from_millis(10),
-            Utc::now(),
-        );
-        let held = RunReport {
-            outcome: Outcome::Held {
-                reason: "window".into(),
-            },
-            ..report.clone()
-        };
-        m.record_run(
-            "prod",
-            &held,
-            std::time::Duration::from_millis(10),
-            Utc::now(),
-        );
+        m.record_run("lab", &report, std::time::Duration::from_millis(10), Utc::now());
+        let held = RunReport { outcome: Outcome::Held { reason: "window".into() }, ..report.clone() };
+        m.record_run("prod", &held, std::time::Duration::from_millis(10), Utc::now());
         m.record_run(
             "prod",
             &RunReport::new(None, Outcome::Failed { error: "x".into() }),
@@ -281,9 +238,6 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
-        assert!(
-            !text.contains("revision=\"abc\""),
-            "old revision label must go:\n{text}"
-        );
+        assert!(!text.contains("revision=\"abc\""), "old revision label must go:\n{text}");
     }
 }

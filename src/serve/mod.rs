@@ -30,9 +30,7 @@ pub mod triggers;
 pub mod webhook;
 
 pub use config::{Config, LogFormat, Secret};
-pub use reconciler::{
-    ApplyGate, FleetHead, LoopOptions, Reconcile, Reconciler, RefreshError, RunContext, StopSignal,
-};
+pub use reconciler::{ApplyGate, FleetHead, LoopOptions, Reconcile, Reconciler, RefreshError, RunContext, StopSignal};
 pub use schedule::{ClusterSchedule, SyncWindows};
 
 use crate::run::Trigger;
@@ -64,9 +62,7 @@ pub enum ServeError {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -85,19 +81,11 @@ impl<R: Reconcile> Daemon<R> {
     /// startup run (refresh, then every cluster) is queued at once.
     pub async fn bind(config: &Config, pipeline: R) -> Result<Daemon<R>, ServeError> {
         let options = LoopOptions {
-            suspended: config
-                .clusters
-                .iter()
-                .filter(|(_, c)| c.suspended)
-                .map(|(n, _)| n.clone())
-                .collect(),
+            suspended: config.clusters.iter().filter(|(_, c)| c.suspended).map(|(n, _)| n.clone()).collect(),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| ServeError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
         if !config.listen.ip().is_loopback() && config.admin_token.is_none() {
             tracing::warn!(listen = %config.listen, "listening beyond loopback without admin_token_file: anyone who can connect may trigger runs and suspend clusters");
         }
@@ -108,29 +96,18 @@ impl<R: Reconcile> Daemon<R> {
         }
         if let Some(dir) = &config.watch_dir {
             triggers::spawn_watcher(reconciler.clone(), dir.clone(), triggers::WATCH_DEBOUNCE)
-                .map_err(|source| ServeError::Watch {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| ServeError::Watch { dir: dir.display().to_string(), source })?;
         }
         let router = http::router(
             reconciler.clone(),
             http::HttpOptions {
                 webhooks: config.webhooks.clone(),
-                branch: config
-                    .repo
-                    .as_ref()
-                    .map(|r| r.branch.clone())
-                    .unwrap_or_else(|| "main".into()),
+                branch: config.repo.as_ref().map(|r| r.branch.clone()).unwrap_or_else(|| "main".into()),
                 admin_token: config.admin_token.clone(),
             },
         );
         let _ = reconciler.trigger_all(Trigger::Startup);
-        Ok(Daemon {
-            reconciler,
-            listener,
-            router,
-        })
+        Ok(Daemon { reconciler, listener, router })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -156,10 +133,7 @@ impl<R: Reconcile> Daemon<R> {
     /// Serves until `shutdown` resolves; then refuses new triggers (HTTP keeps
     /// answering health and status), waits for runs in flight to finish their step
     /// and return, and stops the HTTP server.
-    pub async fn serve_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             let _ = http_stopped.await;

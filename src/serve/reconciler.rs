@@ -251,9 +251,7 @@ pub struct Reconciler<R: Reconcile> {
 
 impl<R: Reconcile> Clone for Reconciler<R> {
     fn clone(&self) -> Self {
-        Reconciler {
-            shared: self.shared.clone(),
-        }
+        Reconciler { shared: self.shared.clone() }
     }
 }
 
@@ -265,11 +263,7 @@ impl<R: Reconcile> Reconciler<R> {
         let (stop_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             pipeline,
-            state: Mutex::new(State {
-                accepting: true,
-                initially_suspended: options.suspended,
-                ..State::default()
-            }),
+            state: Mutex::new(State { accepting: true, initially_suspended: options.suspended, ..State::default() }),
             metrics: Metrics::new(),
             stop_tx,
             idle: Notify::new(),
@@ -303,10 +297,7 @@ impl<R: Reconcile> Reconciler<R> {
         if !self.shared.state.lock().unwrap().accepting {
             return Err(TriggerError::ShuttingDown);
         }
-        self.shared
-            .fleet_tx
-            .send(msg)
-            .map_err(|_| TriggerError::ShuttingDown)
+        self.shared.fleet_tx.send(msg).map_err(|_| TriggerError::ShuttingDown)
     }
 
     /// Runs one cluster (no refresh first).
@@ -318,10 +309,7 @@ impl<R: Reconcile> Reconciler<R> {
     /// finishes, its pending successor is dropped.
     pub fn suspend(&self, cluster: &str) -> Result<(), TriggerError> {
         let mut st = self.shared.state.lock().unwrap();
-        let slot = st
-            .clusters
-            .get_mut(cluster)
-            .ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
+        let slot = st.clusters.get_mut(cluster).ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
         slot.suspended = true;
         slot.pending = None;
         update_queue_metrics(&self.shared.metrics, &st);
@@ -333,10 +321,7 @@ impl<R: Reconcile> Reconciler<R> {
     pub fn resume(&self, cluster: &str) -> Result<Enqueued, TriggerError> {
         {
             let mut st = self.shared.state.lock().unwrap();
-            let slot = st
-                .clusters
-                .get_mut(cluster)
-                .ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
+            let slot = st.clusters.get_mut(cluster).ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
             slot.suspended = false;
         }
         tracing::info!(cluster, "resumed");
@@ -428,15 +413,7 @@ impl<R: Reconcile> Reconciler<R> {
             let notified = self.shared.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self
-                .shared
-                .state
-                .lock()
-                .unwrap()
-                .clusters
-                .values()
-                .all(|s| s.running.is_none())
-            {
+            if self.shared.state.lock().unwrap().clusters.values().all(|s| s.running.is_none()) {
                 return;
             }
             notified.await;
@@ -462,19 +439,12 @@ fn update_queue_metrics(metrics: &Metrics, st: &State) {
     metrics.set_queue(waiting, in_flight);
 }
 
-fn enqueue<R: Reconcile>(
-    shared: &Arc<Shared<R>>,
-    cluster: &str,
-    trigger: Trigger,
-) -> Result<Enqueued, TriggerError> {
+fn enqueue<R: Reconcile>(shared: &Arc<Shared<R>>, cluster: &str, trigger: Trigger) -> Result<Enqueued, TriggerError> {
     let mut st = shared.state.lock().unwrap();
     if !st.accepting {
         return Err(TriggerError::ShuttingDown);
     }
-    let slot = st
-        .clusters
-        .get_mut(cluster)
-        .ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
+    let slot = st.clusters.get_mut(cluster).ok_or_else(|| TriggerError::UnknownCluster(cluster.into()))?;
     if slot.suspended {
         return Err(TriggerError::Suspended(cluster.into()));
     }
@@ -488,10 +458,7 @@ fn enqueue<R: Reconcile>(
         update_queue_metrics(&shared.metrics, &st);
         return Ok(Enqueued::Coalesced);
     }
-    slot.running = Some(Running {
-        trigger: trigger.clone(),
-        since: Utc::now(),
-    });
+    slot.running = Some(Running { trigger: trigger.clone(), since: Utc::now() });
     update_queue_metrics(&shared.metrics, &st);
     drop(st);
     tokio::spawn(run_cluster(shared.clone(), cluster.to_string(), trigger));
@@ -506,17 +473,14 @@ async fn run_cluster<R: Reconcile>(shared: Arc<Shared<R>>, cluster: String, firs
         let apply = {
             let st = shared.state.lock().unwrap();
             match st.clusters.get(&cluster) {
-                Some(slot) if !slot.schedule.windows.allows(now) => ApplyGate::Held {
-                    reopens: slot.schedule.windows.next_allowed(now),
-                },
+                Some(slot) if !slot.schedule.windows.allows(now) => {
+                    ApplyGate::Held { reopens: slot.schedule.windows.next_allowed(now) }
+                }
                 _ => ApplyGate::Open,
             }
         };
-        let ctx = RunContext {
-            trigger: trigger.clone(),
-            apply: apply.clone(),
-            stop: StopSignal(shared.stop_tx.subscribe()),
-        };
+        let ctx =
+            RunContext { trigger: trigger.clone(), apply: apply.clone(), stop: StopSignal(shared.stop_tx.subscribe()) };
         tracing::info!(cluster = %cluster, trigger = %trigger, apply = ?apply, "run starting");
         let started = Utc::now();
         let t0 = Instant::now();
@@ -529,18 +493,11 @@ async fn run_cluster<R: Reconcile>(shared: Arc<Shared<R>>, cluster: String, firs
         };
         let report = match inner.await {
             Ok(r) => r,
-            Err(e) => RunReport::new(
-                None,
-                Outcome::Failed {
-                    error: format!("the run panicked: {e}"),
-                },
-            ),
+            Err(e) => RunReport::new(None, Outcome::Failed { error: format!("the run panicked: {e}") }),
         };
         let elapsed = t0.elapsed();
         let finished = Utc::now();
-        shared
-            .metrics
-            .record_run(&cluster, &report, elapsed, finished);
+        shared.metrics.record_run(&cluster, &report, elapsed, finished);
         match &report.outcome {
             o if o.is_failure() => {
                 tracing::warn!(cluster = %cluster, outcome = %o, seconds = elapsed.as_secs_f64(), "run finished")
@@ -580,10 +537,7 @@ async fn run_cluster<R: Reconcile>(shared: Arc<Shared<R>>, cluster: String, firs
         };
         match next {
             Some(t) => {
-                slot.running = Some(Running {
-                    trigger: t.clone(),
-                    since: Utc::now(),
-                });
+                slot.running = Some(Running { trigger: t.clone(), since: Utc::now() });
                 trigger = t;
                 update_queue_metrics(&shared.metrics, &st);
             }
@@ -604,10 +558,7 @@ async fn run_cluster<R: Reconcile>(shared: Arc<Shared<R>>, cluster: String, firs
 }
 
 /// Fleet-wide triggers: coalesced, one refresh, then fanned out.
-async fn dispatcher<R: Reconcile>(
-    shared: Arc<Shared<R>>,
-    mut rx: mpsc::UnboundedReceiver<FleetMsg>,
-) {
+async fn dispatcher<R: Reconcile>(shared: Arc<Shared<R>>, mut rx: mpsc::UnboundedReceiver<FleetMsg>) {
     while let Some(first) = rx.recv().await {
         // Everything that queued up meanwhile is served by this one refresh.
         let mut run: Option<Trigger> = None;
@@ -692,8 +643,7 @@ fn apply_fleet(st: &mut State, clusters: Vec<ClusterSchedule>, now: DateTime<Utc
             }
             None => {
                 let suspended = st.initially_suspended.contains(&schedule.name);
-                st.clusters
-                    .insert(schedule.name.clone(), Slot::new(schedule, suspended, now));
+                st.clusters.insert(schedule.name.clone(), Slot::new(schedule, suspended, now));
             }
         }
     }
@@ -723,11 +673,7 @@ async fn timers<R: Reconcile>(shared: Arc<Shared<R>>) {
                 if let Some(t) = slot.next_drift {
                     if t <= now {
                         due.push((name.clone(), Trigger::Cron));
-                        slot.next_drift = slot
-                            .schedule
-                            .drift
-                            .as_ref()
-                            .and_then(|l| l.next_after(&now));
+                        slot.next_drift = slot.schedule.drift.as_ref().and_then(|l| l.next_after(&now));
                     }
                 }
                 if let Some(t) = slot.held_until {
@@ -786,12 +732,7 @@ mod tests {
         fn new(names: &[&str]) -> Stub {
             Stub {
                 head: Mutex::new("rev1".into()),
-                clusters: Mutex::new(
-                    names
-                        .iter()
-                        .map(|n| ClusterSchedule::unscheduled(*n))
-                        .collect(),
-                ),
+                clusters: Mutex::new(names.iter().map(|n| ClusterSchedule::unscheduled(*n)).collect()),
                 refreshes: AtomicUsize::new(0),
                 calls: Mutex::new(Vec::new()),
                 release: Semaphore::new(0),
@@ -812,20 +753,14 @@ mod tests {
             })
         }
         async fn reconcile(&self, cluster: &str, ctx: RunContext) -> RunReport {
-            self.calls.lock().unwrap().push((
-                cluster.to_string(),
-                ctx.trigger.clone(),
-                ctx.apply.clone(),
-            ));
+            self.calls.lock().unwrap().push((cluster.to_string(), ctx.trigger.clone(), ctx.apply.clone()));
             if self.panic_on.as_deref() == Some(cluster) {
                 panic!("stub panics for {cluster}");
             }
             self.release.acquire().await.unwrap().forget();
             let outcome = match ctx.apply {
                 ApplyGate::Open => Outcome::Applied,
-                ApplyGate::Held { .. } => Outcome::Held {
-                    reason: "outside sync windows".into(),
-                },
+                ApplyGate::Held { .. } => Outcome::Held { reason: "outside sync windows".into() },
             };
             RunReport::new(Some(self.head.lock().unwrap().clone()), outcome)
         }
@@ -834,10 +769,7 @@ mod tests {
     async fn until(what: &str, f: impl Fn() -> bool) {
         let t0 = Instant::now();
         while !f() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "timed out waiting for {what}"
-            );
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -857,12 +789,7 @@ mod tests {
         let r = started(&["lab"]).await;
         assert_eq!(r.trigger("lab", Trigger::Cron), Ok(Enqueued::Started));
         until("run 2", || r.pipeline().calls().len() == 2).await;
-        for t in [
-            Trigger::Cron,
-            Trigger::Manual,
-            Trigger::Watch,
-            Trigger::Cron,
-        ] {
+        for t in [Trigger::Cron, Trigger::Manual, Trigger::Watch, Trigger::Cron] {
             assert_eq!(r.trigger("lab", t), Ok(Enqueued::Coalesced));
         }
         let st = r.status();
@@ -870,19 +797,11 @@ mod tests {
         assert_eq!(st.clusters["lab"].pending, Some(Trigger::Manual));
         r.pipeline().release.add_permits(1);
         until("run 3", || r.pipeline().calls().len() == 3).await;
-        assert_eq!(
-            r.pipeline().calls()[2].1,
-            Trigger::Manual,
-            "the strongest trigger is kept"
-        );
+        assert_eq!(r.pipeline().calls()[2].1, Trigger::Manual, "the strongest trigger is kept");
         r.pipeline().release.add_permits(1);
         r.drained().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            r.pipeline().calls().len(),
-            3,
-            "no run beyond the one pending"
-        );
+        assert_eq!(r.pipeline().calls().len(), 3, "no run beyond the one pending");
         let st = r.status();
         assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
         assert_eq!(st.clusters["lab"].applied_revision.as_deref(), Some("rev1"));
@@ -892,10 +811,7 @@ mod tests {
     async fn suspended_clusters_run_nothing() {
         let r = started(&["lab", "prod"]).await;
         r.suspend("lab").unwrap();
-        assert_eq!(
-            r.trigger("lab", Trigger::Manual),
-            Err(TriggerError::Suspended("lab".into()))
-        );
+        assert_eq!(r.trigger("lab", Trigger::Manual), Err(TriggerError::Suspended("lab".into())));
         r.trigger_all(Trigger::Manual).unwrap();
         until("prod runs", || r.pipeline().calls().len() == 3).await;
         r.pipeline().release.add_permits(1);
@@ -907,10 +823,7 @@ mod tests {
         until("lab runs", || r.pipeline().calls().len() == 4).await;
         r.pipeline().release.add_permits(1);
         r.drained().await;
-        assert_eq!(
-            r.trigger("nope", Trigger::Manual),
-            Err(TriggerError::UnknownCluster("nope".into()))
-        );
+        assert_eq!(r.trigger("nope", Trigger::Manual), Err(TriggerError::UnknownCluster("nope".into())));
     }
 
     #[tokio::test]
@@ -918,21 +831,13 @@ mod tests {
         let r = started(&["lab"]).await;
         let refreshes = r.pipeline().refreshes.load(Ordering::SeqCst);
         r.poll().unwrap();
-        until("refresh", || {
-            r.pipeline().refreshes.load(Ordering::SeqCst) > refreshes
-        })
-        .await;
+        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) > refreshes).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(r.pipeline().calls().len(), 1, "same head: nothing to do");
         *r.pipeline().head.lock().unwrap() = "rev2".into();
         r.poll().unwrap();
         until("run on rev2", || r.pipeline().calls().len() == 2).await;
-        assert_eq!(
-            r.pipeline().calls()[1].1,
-            Trigger::Poll {
-                revision: "rev2".into()
-            }
-        );
+        assert_eq!(r.pipeline().calls()[1].1, Trigger::Poll { revision: "rev2".into() });
         r.pipeline().release.add_permits(1);
         r.drained().await;
         assert!(r.readiness().is_ok());
@@ -961,11 +866,8 @@ mod tests {
             description: None,
         }])
         .unwrap();
-        *r.pipeline().clusters.lock().unwrap() = vec![ClusterSchedule {
-            name: "lab".into(),
-            drift: None,
-            windows: closed,
-        }];
+        *r.pipeline().clusters.lock().unwrap() =
+            vec![ClusterSchedule { name: "lab".into(), drift: None, windows: closed }];
         r.trigger_all(Trigger::Manual).unwrap();
         until("held run", || r.pipeline().calls().len() == 2).await;
         assert_eq!(r.pipeline().calls()[1].2, ApplyGate::Held { reopens: None });
@@ -987,18 +889,9 @@ mod tests {
         let done = tokio::spawn(async move { r2.shutdown().await });
         stop.stopped().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !done.is_finished(),
-            "shutdown must wait for the run in flight"
-        );
-        assert_eq!(
-            r.trigger("lab", Trigger::Manual),
-            Err(TriggerError::ShuttingDown)
-        );
-        assert_eq!(
-            r.trigger_all(Trigger::Manual),
-            Err(TriggerError::ShuttingDown)
-        );
+        assert!(!done.is_finished(), "shutdown must wait for the run in flight");
+        assert_eq!(r.trigger("lab", Trigger::Manual), Err(TriggerError::ShuttingDown));
+        assert_eq!(r.trigger_all(Trigger::Manual), Err(TriggerError::ShuttingDown));
         r.pipeline().release.add_permits(1);
         tokio::time::timeout(Duration::from_secs(5), done)
             .await
@@ -1019,35 +912,15 @@ mod tests {
         until("recorded", || r.status().clusters["lab"].last_run.is_some()).await;
         let st = r.status();
         assert_eq!(st.clusters["lab"].queue, QueueState::Idle);
-        assert_eq!(
-            st.clusters["lab"]
-                .last_run
-                .as_ref()
-                .unwrap()
-                .report
-                .outcome
-                .name(),
-            "failed"
-        );
-        assert!(r
-            .metrics()
-            .encode()
-            .contains("lxd_gitops_reconcile_failures_total{cluster=\"lab\"} 1"));
+        assert_eq!(st.clusters["lab"].last_run.as_ref().unwrap().report.outcome.name(), "failed");
+        assert!(r.metrics().encode().contains("lxd_gitops_reconcile_failures_total{cluster=\"lab\"} 1"));
     }
 
     #[tokio::test]
     async fn initially_suspended_clusters_wait_for_resume() {
-        let r = Reconciler::start(
-            Stub::new(&["lab"]),
-            LoopOptions {
-                suspended: ["lab".to_string()].into(),
-            },
-        );
+        let r = Reconciler::start(Stub::new(&["lab"]), LoopOptions { suspended: ["lab".to_string()].into() });
         r.trigger_all(Trigger::Startup).unwrap();
-        until("refresh", || {
-            r.pipeline().refreshes.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        until("refresh", || r.pipeline().refreshes.load(Ordering::SeqCst) == 1).await;
         until("cluster known", || r.status().clusters.contains_key("lab")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(r.pipeline().calls().is_empty());

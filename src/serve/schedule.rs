@@ -29,13 +29,9 @@ impl Window {
         if d.is_zero() {
             return Err(format!("sync window duration `{}` is zero", w.duration));
         }
-        let duration = Duration::from_std(d)
-            .map_err(|_| format!("sync window duration `{}` is too long", w.duration))?;
-        Ok(Window {
-            kind: w.kind,
-            schedule,
-            duration,
-        })
+        let duration =
+            Duration::from_std(d).map_err(|_| format!("sync window duration `{}` is too long", w.duration))?;
+        Ok(Window { kind: w.kind, schedule, duration })
     }
 
     /// The start of the opening that covers `t`, if any.
@@ -80,11 +76,7 @@ impl SyncWindows {
 
     /// Whether applies are allowed at `now`.
     pub fn allows(&self, now: DateTime<Utc>) -> bool {
-        if self
-            .windows
-            .iter()
-            .any(|w| w.kind == WindowKind::Deny && w.is_active(now))
-        {
+        if self.windows.iter().any(|w| w.kind == WindowKind::Deny && w.is_active(now)) {
             return false;
         }
         let mut any_allow = false;
@@ -113,10 +105,7 @@ impl SyncWindows {
                 .iter()
                 .flat_map(|w| {
                     let opens = w.schedule.next_after(&t);
-                    let closes = w
-                        .active_start(t)
-                        .map(|s| s + w.duration)
-                        .filter(|end| *end > t);
+                    let closes = w.active_start(t).map(|s| s + w.duration).filter(|end| *end > t);
                     [opens, closes]
                 })
                 .flatten()
@@ -149,11 +138,7 @@ pub struct ClusterSchedule {
 impl ClusterSchedule {
     /// A cluster with no drift schedule and no windows.
     pub fn unscheduled(name: impl Into<String>) -> Self {
-        ClusterSchedule {
-            name: name.into(),
-            drift: None,
-            windows: SyncWindows::default(),
-        }
+        ClusterSchedule { name: name.into(), drift: None, windows: SyncWindows::default() }
     }
 
     /// From the cluster's policy in the fleet (already validated by the loader, so
@@ -165,11 +150,7 @@ impl ClusterSchedule {
             .map(CronLine::parse)
             .transpose()
             .map_err(|e| format!("drift_schedule: {e}"))?;
-        Ok(ClusterSchedule {
-            name: name.into(),
-            drift,
-            windows: SyncWindows::parse(&policy.sync_windows)?,
-        })
+        Ok(ClusterSchedule { name: name.into(), drift, windows: SyncWindows::parse(&policy.sync_windows)? })
     }
 }
 
@@ -184,12 +165,7 @@ mod tests {
     }
 
     fn win(kind: WindowKind, schedule: &str, duration: &str) -> SyncWindow {
-        SyncWindow {
-            kind,
-            schedule: schedule.into(),
-            duration: duration.into(),
-            description: None,
-        }
+        SyncWindow { kind, schedule: schedule.into(), duration: duration.into(), description: None }
     }
 
     #[test]
@@ -267,11 +243,9 @@ mod tests {
 
     #[test]
     fn bad_windows_are_reported_with_their_index() {
-        let err = SyncWindows::parse(&[
-            win(WindowKind::Allow, "0 22 * * *", "2h"),
-            win(WindowKind::Allow, "0 22 * *", "2h"),
-        ])
-        .unwrap_err();
+        let err =
+            SyncWindows::parse(&[win(WindowKind::Allow, "0 22 * * *", "2h"), win(WindowKind::Allow, "0 22 * *", "2h")])
+                .unwrap_err();
         assert!(err.starts_with("sync_windows[1]"), "{err}");
         assert!(SyncWindows::parse(&[win(WindowKind::Allow, "0 22 * * *", "0s")]).is_err());
     }
@@ -286,12 +260,7 @@ mod tests {
             ..Policy::default()
         };
         let s = ClusterSchedule::from_policy("lab", &policy).unwrap();
-        assert_eq!(
-            s.drift
-                .as_ref()
-                .and_then(|l| next_drift_tick(l, at(23, 10, 5))),
-            Some(at(23, 11, 0))
-        );
+        assert_eq!(s.drift.as_ref().and_then(|l| next_drift_tick(l, at(23, 10, 5))), Some(at(23, 11, 0)));
         assert!(!s.windows.allows(at(23, 9, 30)));
     }
 }

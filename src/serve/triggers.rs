@@ -35,21 +35,16 @@ pub fn spawn_poller<R: Reconcile>(r: Reconciler<R>, interval: Duration) {
 }
 
 /// Watches `dir` recursively and runs every cluster once changes settle.
-pub fn spawn_watcher<R: Reconcile>(
-    r: Reconciler<R>,
-    dir: PathBuf,
-    debounce: Duration,
-) -> notify::Result<()> {
+pub fn spawn_watcher<R: Reconcile>(r: Reconciler<R>, dir: PathBuf, debounce: Duration) -> notify::Result<()> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if ev.kind.is_access() => {}
-            Ok(_) => {
-                let _ = tx.send(());
-            }
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
-        })?;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if ev.kind.is_access() => {}
+        Ok(_) => {
+            let _ = tx.send(());
+        }
+        Err(e) => tracing::warn!(error = %e, "file watch error"),
+    })?;
     watcher.watch(&dir, RecursiveMode::Recursive)?;
     tracing::info!(dir = %dir.display(), "watching for changes (development mode)");
     tokio::spawn(async move {

@@ -25,12 +25,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
-        Provider::GitHub,
-        Provider::GitLab,
-        Provider::Gitea,
-        Provider::Generic,
-    ];
+    pub const ALL: [Provider; 4] = [Provider::GitHub, Provider::GitLab, Provider::Gitea, Provider::Generic];
 
     /// The path segment and config key: `github`, `gitlab`, `gitea`, `generic`.
     pub fn as_str(self) -> &'static str {
@@ -112,8 +107,8 @@ pub fn verify(
     }
     match provider {
         Provider::GitHub => {
-            let sig = header(headers, "x-hub-signature-256")
-                .ok_or(WebhookError::MissingSignature("X-Hub-Signature-256"))?;
+            let sig =
+                header(headers, "x-hub-signature-256").ok_or(WebhookError::MissingSignature("X-Hub-Signature-256"))?;
             check_hmac(secret, body, sig.strip_prefix("sha256="))?;
             match header(headers, "x-github-event") {
                 Some("ping") => Ok(WebhookEvent::Ping),
@@ -122,8 +117,8 @@ pub fn verify(
             }
         }
         Provider::Gitea => {
-            let sig = header(headers, "x-gitea-signature")
-                .ok_or(WebhookError::MissingSignature("X-Gitea-Signature"))?;
+            let sig =
+                header(headers, "x-gitea-signature").ok_or(WebhookError::MissingSignature("X-Gitea-Signature"))?;
             check_hmac(secret, body, Some(sig))?;
             match header(headers, "x-gitea-event") {
                 Some("push") | None => parse_push(body).map(WebhookEvent::Push),
@@ -131,8 +126,7 @@ pub fn verify(
             }
         }
         Provider::GitLab => {
-            let token = header(headers, "x-gitlab-token")
-                .ok_or(WebhookError::MissingSignature("X-Gitlab-Token"))?;
+            let token = header(headers, "x-gitlab-token").ok_or(WebhookError::MissingSignature("X-Gitlab-Token"))?;
             // Hashing both sides first makes the comparison independent of length too.
             let given = Sha256::digest(token.as_bytes());
             let wanted = Sha256::digest(secret);
@@ -145,8 +139,7 @@ pub fn verify(
             }
         }
         Provider::Generic => {
-            let sig = header(headers, "x-signature-256")
-                .ok_or(WebhookError::MissingSignature("X-Signature-256"))?;
+            let sig = header(headers, "x-signature-256").ok_or(WebhookError::MissingSignature("X-Signature-256"))?;
             check_hmac(secret, body, sig.strip_prefix("sha256="))?;
             parse_push(body).map(WebhookEvent::Push)
         }
@@ -154,10 +147,7 @@ pub fn verify(
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// `hex_sig` is the hex HMAC-SHA256 the sender computed; `verify_slice` compares in
@@ -167,8 +157,7 @@ fn check_hmac(secret: &[u8], body: &[u8], hex_sig: Option<&str>) -> Result<(), W
     let given = hex::decode(hex_sig).map_err(|_| WebhookError::BadSignature)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::BadSignature)?;
     mac.update(body);
-    mac.verify_slice(&given)
-        .map_err(|_| WebhookError::BadSignature)
+    mac.verify_slice(&given).map_err(|_| WebhookError::BadSignature)
 }
 
 fn parse_push(body: &[u8]) -> Result<PushEvent, WebhookError> {
@@ -179,17 +168,11 @@ fn parse_push(body: &[u8]) -> Result<PushEvent, WebhookError> {
         #[serde(default)]
         after: String,
     }
-    let p: Push =
-        serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
+    let p: Push = serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
     if !p.after.is_empty() && !p.after.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(WebhookError::BadPayload(
-            "`after` is not a commit id".into(),
-        ));
+        return Err(WebhookError::BadPayload("`after` is not a commit id".into()));
     }
-    Ok(PushEvent {
-        git_ref: p.git_ref,
-        after: p.after.to_ascii_lowercase(),
-    })
+    Ok(PushEvent { git_ref: p.git_ref, after: p.after.to_ascii_lowercase() })
 }
 
 /// HMAC-SHA256 of `body` under `secret`, as lowercase hex (for tests and clients).
@@ -222,19 +205,11 @@ mod tests {
             "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
         );
         let h = headers(&[
-            (
-                "x-hub-signature-256",
-                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
-            ),
+            ("x-hub-signature-256", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
             ("x-github-event", "ping"),
         ]);
         assert_eq!(
-            verify(
-                Provider::GitHub,
-                &h,
-                b"Hello, World!",
-                b"It's a Secret to Everybody"
-            ),
+            verify(Provider::GitHub, &h, b"Hello, World!", b"It's a Secret to Everybody"),
             Ok(WebhookEvent::Ping)
         );
     }
@@ -245,9 +220,7 @@ mod tests {
         let sig = format!("sha256={}", sign(secret, PUSH));
         let h = headers(&[("x-hub-signature-256", &sig), ("x-github-event", "push")]);
         let ev = verify(Provider::GitHub, &h, PUSH, secret).unwrap();
-        let WebhookEvent::Push(p) = ev else {
-            panic!("{ev:?}")
-        };
+        let WebhookEvent::Push(p) = ev else { panic!("{ev:?}") };
         assert_eq!(p.branch(), Some("main"));
         assert_eq!(p.after, "4b825dc642cb6eb9a060e54bf8d69288fbee4904");
         assert!(!p.is_deletion());
@@ -271,60 +244,29 @@ mod tests {
         let h = headers(&[("x-hub-signature-256", &sig)]);
         let mut tampered = PUSH.to_vec();
         tampered[10] ^= 1;
-        assert_eq!(
-            verify(Provider::GitHub, &h, &tampered, secret),
-            Err(WebhookError::BadSignature)
-        );
+        assert_eq!(verify(Provider::GitHub, &h, &tampered, secret), Err(WebhookError::BadSignature));
     }
 
     #[test]
     fn gitea_signature_is_bare_hex() {
         let secret = b"gitea-secret";
-        let h = headers(&[
-            ("x-gitea-signature", &sign(secret, PUSH)),
-            ("x-gitea-event", "push"),
-        ]);
-        assert!(matches!(
-            verify(Provider::Gitea, &h, PUSH, secret),
-            Ok(WebhookEvent::Push(_))
-        ));
-        let h = headers(&[(
-            "x-gitea-signature",
-            &format!("sha256={}", sign(secret, PUSH)),
-        )]);
-        assert_eq!(
-            verify(Provider::Gitea, &h, PUSH, secret),
-            Err(WebhookError::BadSignature)
-        );
+        let h = headers(&[("x-gitea-signature", &sign(secret, PUSH)), ("x-gitea-event", "push")]);
+        assert!(matches!(verify(Provider::Gitea, &h, PUSH, secret), Ok(WebhookEvent::Push(_))));
+        let h = headers(&[("x-gitea-signature", &format!("sha256={}", sign(secret, PUSH)))]);
+        assert_eq!(verify(Provider::Gitea, &h, PUSH, secret), Err(WebhookError::BadSignature));
     }
 
     #[test]
     fn gitlab_token_is_compared_whole() {
         let secret = b"gitlab-token";
-        let ok = headers(&[
-            ("x-gitlab-token", "gitlab-token"),
-            ("x-gitlab-event", "Push Hook"),
-        ]);
-        assert!(matches!(
-            verify(Provider::GitLab, &ok, PUSH, secret),
-            Ok(WebhookEvent::Push(_))
-        ));
+        let ok = headers(&[("x-gitlab-token", "gitlab-token"), ("x-gitlab-event", "Push Hook")]);
+        assert!(matches!(verify(Provider::GitLab, &ok, PUSH, secret), Ok(WebhookEvent::Push(_))));
         for bad in ["gitlab-toke", "gitlab-token2", "", "GITLAB-TOKEN"] {
             let h = headers(&[("x-gitlab-token", bad)]);
-            assert_eq!(
-                verify(Provider::GitLab, &h, PUSH, secret),
-                Err(WebhookError::BadSignature),
-                "{bad}"
-            );
+            assert_eq!(verify(Provider::GitLab, &h, PUSH, secret), Err(WebhookError::BadSignature), "{bad}");
         }
-        let tag = headers(&[
-            ("x-gitlab-token", "gitlab-token"),
-            ("x-gitlab-event", "Tag Push Hook"),
-        ]);
-        assert_eq!(
-            verify(Provider::GitLab, &tag, PUSH, secret),
-            Ok(WebhookEvent::Other("Tag Push Hook".into()))
-        );
+        let tag = headers(&[("x-gitlab-token", "gitlab-token"), ("x-gitlab-event", "Tag Push Hook")]);
+        assert_eq!(verify(Provider::GitLab, &tag, PUSH, secret), Ok(WebhookEvent::Other("Tag Push Hook".into())));
     }
 
     #[test]
@@ -334,10 +276,7 @@ mod tests {
         let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
         assert_eq!(
             verify(Provider::Generic, &h, body, secret),
-            Ok(WebhookEvent::Push(PushEvent {
-                git_ref: "refs/heads/ops".into(),
-                after: "abc123".into()
-            }))
+            Ok(WebhookEvent::Push(PushEvent { git_ref: "refs/heads/ops".into(), after: "abc123".into() }))
         );
         assert_eq!(
             verify(Provider::Generic, &HeaderMap::new(), body, secret),
@@ -350,33 +289,17 @@ mod tests {
         let secret = b"k";
         let body = b"not json";
         let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
-        assert_eq!(
-            verify(Provider::Generic, &h, body, secret)
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert_eq!(verify(Provider::Generic, &h, body, secret).unwrap_err().status(), 400);
         // Unauthenticated garbage is a 401, not a parse error.
         let h = headers(&[("x-signature-256", "sha256=00")]);
-        assert_eq!(
-            verify(Provider::Generic, &h, body, secret)
-                .unwrap_err()
-                .status(),
-            401
-        );
+        assert_eq!(verify(Provider::Generic, &h, body, secret).unwrap_err().status(), 401);
         let big = vec![b' '; MAX_BODY_BYTES + 1];
-        assert_eq!(
-            verify(Provider::Generic, &h, &big, secret),
-            Err(WebhookError::TooLarge)
-        );
+        assert_eq!(verify(Provider::Generic, &h, &big, secret), Err(WebhookError::TooLarge));
     }
 
     #[test]
     fn deletions_and_tags() {
-        let p = PushEvent {
-            git_ref: "refs/tags/v1".into(),
-            after: "0000000000000000000000000000000000000000".into(),
-        };
+        let p = PushEvent { git_ref: "refs/tags/v1".into(), after: "0000000000000000000000000000000000000000".into() };
         assert_eq!(p.branch(), None);
         assert!(p.is_deletion());
     }
