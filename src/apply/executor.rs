@@ -53,12 +53,12 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// An LXD response before waiting: sync metadata, or an operation to wait on.
+/// An LXD response before waiting: sync metadata, or an operation to wait on
+/// (then `metadata` is the operation's own metadata, e.g. a join token).
 #[derive(Debug, Clone)]
 pub struct Response {
     pub metadata: Value,
-    /// `/1.0/operations/<id>` for async responses.
-    pub operation: Option<String>,
+    pub operation: Option<crate::lxd::Operation>,
 }
 
 /// What the executor needs from an LXD client.

@@ -4,4 +4,5 @@
 
 pub mod engine;
 pub mod executor;
+pub mod lxd_api;
 pub mod requests;

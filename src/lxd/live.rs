@@ -69,7 +69,7 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
     )?;
     live.objects.server_config = convert::server_config(&server.0);
     if let Some(etag) = server.1 {
-        live.etags.insert("ServerConfig".into(), etag);
+        live.etags.insert("Server".into(), etag);
     }
     let clustered = cluster_info.0.get("enabled").and_then(Value::as_bool).unwrap_or(false);
 
@@ -157,7 +157,36 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
     if clustered {
         read_members(client, cluster, &mut live).await?;
     }
+    name_instance_images(&mut live.objects);
     Ok(live)
+}
+
+/// Names the image each instance was created from by an alias of it (the first,
+/// sorted), when that image is still in the project the instance takes images from.
+fn name_instance_images(objects: &mut ClusterObjects) {
+    let mut by_fp: std::collections::HashMap<(String, String), String> = std::collections::HashMap::new();
+    for img in objects.images.values() {
+        if let Some(fp) = &img.fingerprint {
+            let key = (img.project.clone(), fp.clone());
+            let e = by_fp.entry(key).or_insert_with(|| img.name.clone());
+            if img.name < *e {
+                *e = img.name.clone();
+            }
+        }
+    }
+    let image_project: std::collections::HashMap<String, String> = objects
+        .projects
+        .values()
+        .map(|p| {
+            let own = p.name == "default" || feature(p, "features.images", true);
+            (p.name.clone(), if own { p.name.clone() } else { "default".to_string() })
+        })
+        .collect();
+    for i in objects.instances.values_mut() {
+        let Some(fp) = &i.base_image else { continue };
+        let project = image_project.get(&i.project).cloned().unwrap_or_else(|| i.project.clone());
+        i.image = by_fp.get(&(project, fp.clone())).cloned();
+    }
 }
 
 /// Members, groups and every per-member value: member-local server config and the
@@ -199,7 +228,7 @@ async fn read_members<C: LxdRead>(client: &C, cluster: &str, live: &mut LiveStat
 
     let server_reads = try_join_all(online.iter().map(|m| {
         let e = err(format!("read member-local server config of {m}"));
-        async move { client.get_json(&format!("/1.0?target={}", enc(m))).await.map(|v| (m.clone(), v.0)).map_err(e) }
+        async move { client.get_json(&format!("/1.0?target={}", enc(m))).await.map(|v| (m.clone(), v)).map_err(e) }
     }));
     let pool_reads = try_join_all(online.iter().flat_map(|m| pools.iter().map(move |p| (m, p))).map(|(m, p)| {
         let e = err(format!("read storage pool {p} on member {m}"));
@@ -223,9 +252,12 @@ async fn read_members<C: LxdRead>(client: &C, cluster: &str, live: &mut LiveStat
             }
         }));
     let (servers, pool_vals, net_vals) = tokio::try_join!(server_reads, pool_reads, net_reads)?;
-    for (m, v) in servers {
+    for (m, (v, etag)) in servers {
         if let Some(member) = live.objects.members.get_mut(&m) {
             member.server_config = convert::member_server_config(&v);
+        }
+        if let Some(etag) = etag {
+            live.etags.insert(format!("Server/{m}"), etag);
         }
     }
     for (m, p, v) in pool_vals {
@@ -251,4 +283,11 @@ async fn read_members<C: LxdRead>(client: &C, cluster: &str, live: &mut LiveStat
         }
     }
     Ok(())
+}
+
+impl LxdRead for super::LxdClient {
+    async fn get_json(&self, path: &str) -> Result<(Value, Option<String>), BoxError> {
+        let (v, etag) = self.get::<Value>(path).await.map_err(|e| Box::new(e) as BoxError)?;
+        Ok((v, etag.map(|e| e.as_str().to_string())))
+    }
 }

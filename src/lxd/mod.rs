@@ -13,6 +13,7 @@
 //! (pure wire types), `retry` (pure retry policy), `error` (`LxdError`).
 
 mod api;
+pub mod connect;
 pub mod convert;
 pub mod identity;
 pub mod live;
