@@ -10,6 +10,7 @@ pub mod git;
 pub mod lxd;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod run;
 pub mod serve;
 pub mod snap;

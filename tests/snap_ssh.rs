@@ -45,11 +45,7 @@ impl Drop for Reaped {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn ensure_sshd() {
@@ -72,26 +68,11 @@ fn ensure_sshd() {
 }
 
 fn keygen(path: &Path) {
-    run(Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "lxd-gitops-test",
-            "-f",
-        ])
-        .arg(path));
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "lxd-gitops-test", "-f"]).arg(path));
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn current_user() -> String {
@@ -99,12 +80,7 @@ fn current_user() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ready: impl FnMut() -> bool,
-    log: impl Fn() -> String,
-) {
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool, log: impl Fn() -> String) {
     let start = Instant::now();
     while !ready() {
         if start.elapsed() > timeout {
@@ -165,10 +141,7 @@ fn start_sshd(dir: &Path, authorized: &Path) -> Sshd {
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}"));
-    let mut process = Reaped {
-        name: "sshd",
-        child,
-    };
+    let mut process = Reaped { name: "sshd", child };
     let read_log = || fs::read_to_string(&log).unwrap_or_default();
     let start = Instant::now();
     loop {
@@ -180,10 +153,7 @@ fn start_sshd(dir: &Path, authorized: &Path) -> Sshd {
         }
         if start.elapsed() > Duration::from_secs(15) {
             process.stop();
-            panic!(
-                "sshd not listening on 127.0.0.1:{port} after 15 s; its log:\n{}",
-                read_log()
-            );
+            panic!("sshd not listening on 127.0.0.1:{port} after 15 s; its log:\n{}", read_log());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -193,22 +163,13 @@ fn start_sshd(dir: &Path, authorized: &Path) -> Sshd {
 fn known_hosts_line(port: u16, host_pub: &Path) -> String {
     let key = fs::read_to_string(host_pub).unwrap();
     let mut parts = key.split_whitespace();
-    format!(
-        "[127.0.0.1]:{port} {} {}\n",
-        parts.next().unwrap(),
-        parts.next().unwrap()
-    )
+    format!("[127.0.0.1]:{port} {} {}\n", parts.next().unwrap(), parts.next().unwrap())
 }
 
 fn pid_alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; look at its state.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -232,12 +193,7 @@ async fn snapd_through_a_real_ssh_forward() {
         child: Command::new(env!("CARGO_BIN_EXE_lxd-gitops-snapd-standin"))
             .arg("--socket")
             .arg(&remote_socket)
-            .args([
-                "--step-delay-ms",
-                "50",
-                "--store",
-                "5.21/stable=31333:5.21.3-c5ae129",
-            ])
+            .args(["--step-delay-ms", "50", "--store", "5.21/stable=31333:5.21.3-c5ae129"])
             .stdin(Stdio::null())
             .stderr(fs::File::create(&standin_log).unwrap())
             .spawn()
@@ -250,21 +206,14 @@ async fn snapd_through_a_real_ssh_forward() {
             panic!("stand-in snapd exited ({status}); its log:\n{}", log());
         }
         if start.elapsed() > Duration::from_secs(10) {
-            panic!(
-                "stand-in snapd socket not there after 10 s; its log:\n{}",
-                log()
-            );
+            panic!("stand-in snapd socket not there after 10 s; its log:\n{}", log());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
 
     let mut sshd = start_sshd(d, &authorized);
     let known_hosts = d.join("known_hosts");
-    fs::write(
-        &known_hosts,
-        known_hosts_line(sshd.port, &d.join("host_key.pub")),
-    )
-    .unwrap();
+    fs::write(&known_hosts, known_hosts_line(sshd.port, &d.join("host_key.pub"))).unwrap();
     // An empty client config: the user's ~/.ssh/config must not change the test.
     let ssh_config = d.join("ssh_config");
     fs::write(&ssh_config, "").unwrap();
@@ -307,85 +256,52 @@ async fn snapd_through_a_real_ssh_forward() {
     let mut values = BTreeMap::new();
     values.insert("daemon.debug".to_string(), Some("true".to_string()));
     let id = client.set_conf("lxd", &values).await.unwrap();
-    client
-        .wait_change(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    client.wait_change(&id, Duration::from_secs(10)).await.unwrap();
     let conf = client.get_conf("lxd", &["daemon.debug"]).await.unwrap();
     assert_eq!(conf["daemon.debug"], "true");
     let id = client.refresh("lxd", "5.21/stable").await.unwrap().unwrap();
-    client
-        .wait_change(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    client.wait_change(&id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(client.snap_info("lxd").await.unwrap().revision, "31333");
     assert_eq!(client.refresh("lxd", "5.21/stable").await.unwrap(), None);
 
     // Closing the client ends ssh.
     client.close().await;
-    assert!(
-        !pid_alive(ssh_pid),
-        "ssh (pid {ssh_pid}) still running after close"
-    );
+    assert!(!pid_alive(ssh_pid), "ssh (pid {ssh_pid}) still running after close");
 
     // Dropping (not closing) also kills ssh.
     let client = SnapdClient::connect("m1", &transport).await.unwrap();
     let pid = client.endpoint().ssh_pid().unwrap();
     let socket_dir = client.endpoint().socket().parent().unwrap().to_path_buf();
     drop(client);
-    wait_for(
-        "ssh to exit after drop",
-        Duration::from_secs(5),
-        || !pid_alive(pid),
-        String::new,
-    );
+    wait_for("ssh to exit after drop", Duration::from_secs(5), || !pid_alive(pid), String::new);
     assert!(!socket_dir.exists(), "private socket dir left behind");
 
     // A missing remote socket: the tunnel comes up, the request fails and the
     // error carries what ssh said about the failed channel.
-    let missing = Transport::Ssh(SshTarget {
-        remote_socket: d.join("no-such.socket"),
-        ..target.clone()
-    });
+    let missing = Transport::Ssh(SshTarget { remote_socket: d.join("no-such.socket"), ..target.clone() });
     let client = SnapdClient::connect("m1", &missing).await.unwrap();
     let e = client.snap_info("lxd").await.unwrap_err();
     assert!(matches!(e, SnapError::Io { .. }), "{e}");
     let text = e.to_string();
-    assert!(
-        text.contains("ssh://") && text.contains("GET /v2/snaps/lxd"),
-        "{text}"
-    );
+    assert!(text.contains("ssh://") && text.contains("GET /v2/snaps/lxd"), "{text}");
     client.close().await;
 
     // An unknown host key is refused without prompting (BatchMode), and the error
     // names the host and carries ssh's own message.
     let empty_known_hosts = d.join("known_hosts.empty");
     fs::write(&empty_known_hosts, "").unwrap();
-    let stranger = Transport::Ssh(SshTarget {
-        known_hosts: Some(empty_known_hosts),
-        ..target.clone()
-    });
+    let stranger = Transport::Ssh(SshTarget { known_hosts: Some(empty_known_hosts), ..target.clone() });
     let e = SnapdClient::connect("m1", &stranger).await.unwrap_err();
-    let SnapError::Transport {
-        source: TransportError::Exited { stderr, .. },
-        ..
-    } = &e
-    else {
+    let SnapError::Transport { source: TransportError::Exited { stderr, .. }, .. } = &e else {
         panic!("expected ssh to exit, got {e}");
     };
     assert!(stderr.contains("Host key verification failed"), "{stderr}");
-    assert!(
-        e.to_string().contains(&format!("127.0.0.1:{}", sshd.port)),
-        "{e}"
-    );
+    assert!(e.to_string().contains(&format!("127.0.0.1:{}", sshd.port)), "{e}");
 
     // A key the server does not know: refused, no password prompt.
     let other_key = d.join("other_key");
     keygen(&other_key);
-    let unknown_key = Transport::Ssh(SshTarget {
-        identity_file: Some(other_key),
-        ..target.clone()
-    });
+    let unknown_key = Transport::Ssh(SshTarget { identity_file: Some(other_key), ..target.clone() });
     let e = SnapdClient::connect("m1", &unknown_key).await.unwrap_err();
     assert!(e.to_string().contains("Permission denied"), "{e}");
 

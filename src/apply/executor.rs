@@ -63,10 +63,7 @@ pub struct Response {
 
 /// What the executor needs from an LXD client.
 pub trait LxdApi: Send + Sync + Sized {
-    fn get(
-        &self,
-        path: &str,
-    ) -> impl Future<Output = Result<(Value, Option<String>), ApiError>> + Send;
+    fn get(&self, path: &str) -> impl Future<Output = Result<(Value, Option<String>), ApiError>> + Send;
     fn request(
         &self,
         method: Method,
@@ -85,11 +82,7 @@ pub trait LxdApi: Send + Sync + Sized {
     ) -> impl Future<Output = Result<Response, ApiError>> + Send;
     /// A client for another LXD server (a member being joined), pinned to its fingerprint,
     /// with the same client certificate.
-    fn connect_to(
-        &self,
-        endpoint: &str,
-        fingerprint: &str,
-    ) -> impl Future<Output = Result<Self, ApiError>> + Send;
+    fn connect_to(&self, endpoint: &str, fingerprint: &str) -> impl Future<Output = Result<Self, ApiError>> + Send;
     /// Endpoint of the cluster member this client talks to (`host:port`).
     fn cluster_address(&self) -> String;
 }
@@ -109,13 +102,10 @@ pub trait SnapApply: Send + Sync {
 pub struct NoSnap;
 
 impl SnapApply for NoSnap {
-    async fn apply(
-        &self,
-        member: &str,
-        _: &SnapSettings,
-        _: Option<&SnapSettings>,
-    ) -> Result<String, String> {
-        Err(format!("no snapd access is configured for member `{member}` (clusters.<name>.snapd in the runtime config)"))
+    async fn apply(&self, member: &str, _: &SnapSettings, _: Option<&SnapSettings>) -> Result<String, String> {
+        Err(format!(
+            "no snapd access is configured for member `{member}` (clusters.<name>.snapd in the runtime config)"
+        ))
     }
 }
 
@@ -151,16 +141,8 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     pub fn counts(&self) -> (usize, usize, usize) {
-        let ok = self
-            .steps
-            .iter()
-            .filter(|s| s.outcome == Outcome::Ok)
-            .count();
-        let failed = self
-            .steps
-            .iter()
-            .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
-            .count();
+        let ok = self.steps.iter().filter(|s| s.outcome == Outcome::Ok).count();
+        let failed = self.steps.iter().filter(|s| matches!(s.outcome, Outcome::Failed(_))).count();
         (ok, failed, self.steps.len() - ok - failed)
     }
 
@@ -176,10 +158,7 @@ impl ApplyReport {
                 Outcome::Failed(e) => ("FAILED ", format!(": {e}")),
                 Outcome::Skipped(why) => ("skipped", format!(": {why}")),
             };
-            s.push_str(&format!(
-                "{mark} {} {} ({} ms){detail}\n",
-                r.action, r.object, r.duration_ms
-            ));
+            s.push_str(&format!("{mark} {} {} ({} ms){detail}\n", r.action, r.object, r.duration_ms));
         }
         let (ok, failed, skipped) = self.counts();
         s.push_str(&format!(
@@ -210,8 +189,7 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
 ) -> ApplyReport {
     let started = std::time::Instant::now();
     let steps: Vec<&Step> = plan.steps().collect();
-    let by_id: std::collections::HashMap<&str, &Step> =
-        steps.iter().map(|s| (s.id.as_str(), *s)).collect();
+    let by_id: std::collections::HashMap<&str, &Step> = steps.iter().map(|s| (s.id.as_str(), *s)).collect();
     if let Some(reason) = &plan.blocked {
         let reports = steps
             .iter()
@@ -223,31 +201,18 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
                 duration_ms: 0,
             })
             .collect();
-        return ApplyReport {
-            cluster: plan.cluster.clone(),
-            steps: reports,
-            duration_ms: 0,
-        };
+        return ApplyReport { cluster: plan.cluster.clone(), steps: reports, duration_ms: 0 };
     }
     let members = match api.get("/1.0/cluster/members").await {
         Ok((v, _)) => v
             .as_array()
             .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str())
-                    .map(|u| u.rsplit('/').next().unwrap_or(u).to_string())
-                    .collect()
+                a.iter().filter_map(|u| u.as_str()).map(|u| u.rsplit('/').next().unwrap_or(u).to_string()).collect()
             })
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let ctx = Arc::new(Ctx {
-        api,
-        snap,
-        cluster: &plan.cluster,
-        opts,
-        members,
-    });
+    let ctx = Arc::new(Ctx { api, snap, cluster: &plan.cluster, opts, members });
     let phases: Vec<Vec<Node<&Step>>> = plan
         .phases
         .iter()
@@ -273,11 +238,7 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
         },
         |step: &Step| {
             let ctx = ctx.clone();
-            async move {
-                run_step(&ctx, step)
-                    .await
-                    .map_err(|e| format!("{} {}: {e}", step.action, step.object))
-            }
+            async move { run_step(&ctx, step).await.map_err(|e| format!("{} {}: {e}", step.action, step.object)) }
         },
         |r| {
             if let Some(s) = by_id.get(r.id.as_str()) {
@@ -286,15 +247,8 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
         },
     )
     .await;
-    let reports = results
-        .iter()
-        .filter_map(|r| by_id.get(r.id.as_str()).map(|s| report_of(s, r)))
-        .collect();
-    ApplyReport {
-        cluster: plan.cluster.clone(),
-        steps: reports,
-        duration_ms: started.elapsed().as_millis() as u64,
-    }
+    let reports = results.iter().filter_map(|r| by_id.get(r.id.as_str()).map(|s| report_of(s, r))).collect();
+    ApplyReport { cluster: plan.cluster.clone(), steps: reports, duration_ms: started.elapsed().as_millis() as u64 }
 }
 
 fn report_of(s: &Step, r: &StepResult) -> StepReport {
@@ -308,19 +262,12 @@ fn report_of(s: &Step, r: &StepResult) -> StepReport {
 }
 
 fn want<T: serde::de::DeserializeOwned>(step: &Step) -> Result<T, String> {
-    let v = step
-        .desired
-        .clone()
-        .ok_or("the plan step has no desired object")?;
-    serde_json::from_value(v)
-        .map_err(|e| format!("the plan step's desired object is unreadable: {e}"))
+    let v = step.desired.clone().ok_or("the plan step has no desired object")?;
+    serde_json::from_value(v).map_err(|e| format!("the plan step's desired object is unreadable: {e}"))
 }
 
 fn live_of<T: serde::de::DeserializeOwned>(step: &Step) -> Result<T, String> {
-    let v = step
-        .live
-        .clone()
-        .ok_or("the plan step has no live object")?;
+    let v = step.live.clone().ok_or("the plan step has no live object")?;
     serde_json::from_value(v).map_err(|e| format!("the plan step's live object is unreadable: {e}"))
 }
 
@@ -330,10 +277,7 @@ fn project_of(step: &Step) -> &str {
 
 fn e(err: ApiError) -> String {
     if err.precondition_failed {
-        format!(
-            "{}: the object changed while this step ran; not overwritten — run plan again",
-            err.message
-        )
+        format!("{}: the object changed while this step ran; not overwritten — run plan again", err.message)
     } else {
         err.message
     }
@@ -347,20 +291,14 @@ impl<C: LxdApi, S: SnapApply> Ctx<'_, C, S> {
         body: Option<Value>,
         if_match: Option<String>,
     ) -> Result<Value, String> {
-        let r = self
-            .api
-            .request(method, path, body, if_match)
-            .await
-            .map_err(e)?;
+        let r = self.api.request(method, path, body, if_match).await.map_err(e)?;
         self.api.wait(r).await.map_err(e)
     }
 
     /// GET → build the body from what LXD returned → PUT with that GET's ETag.
     async fn get_put(&self, path: &str, body: impl FnOnce(&Value) -> Value) -> Result<(), String> {
         let (live, etag) = self.api.get(path).await.map_err(e)?;
-        self.call(Method::Put, path, Some(body(&live)), etag)
-            .await
-            .map(|_| ())
+        self.call(Method::Put, path, Some(body(&live)), etag).await.map(|_| ())
     }
 }
 
@@ -374,42 +312,17 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         (Kind::Cluster, Action::Update) => {
             let want: Value = step.desired.clone().ok_or("no desired config")?;
             let want = want.get("config").cloned().unwrap_or(json!({}));
-            let live = step
-                .live
-                .as_ref()
-                .and_then(|l| l.get("config"))
-                .cloned()
-                .unwrap_or(json!({}));
-            ctx.call(
-                Method::Patch,
-                "/1.0",
-                Some(json!({ "config": config_patch(&want, &live) })),
-                step.etag.clone(),
-            )
-            .await?;
+            let live = step.live.as_ref().and_then(|l| l.get("config")).cloned().unwrap_or(json!({}));
+            ctx.call(Method::Patch, "/1.0", Some(json!({ "config": config_patch(&want, &live) })), step.etag.clone())
+                .await?;
         }
-        (Kind::Member, Action::Update)
-            if step
-                .changes
-                .iter()
-                .all(|c| c.path.starts_with("server_config.")) =>
-        {
+        (Kind::Member, Action::Update) if step.changes.iter().all(|c| c.path.starts_with("server_config.")) => {
             let want: Value = step.desired.clone().ok_or("no desired config")?;
             let want = want.get("server_config").cloned().unwrap_or(json!({}));
-            let live = step
-                .live
-                .as_ref()
-                .and_then(|l| l.get("server_config"))
-                .cloned()
-                .unwrap_or(json!({}));
+            let live = step.live.as_ref().and_then(|l| l.get("server_config")).cloned().unwrap_or(json!({}));
             let path = format!("/1.0?target={}", rq::enc(name));
-            ctx.call(
-                Method::Patch,
-                &path,
-                Some(json!({ "config": config_patch(&want, &live) })),
-                step.etag.clone(),
-            )
-            .await?;
+            ctx.call(Method::Patch, &path, Some(json!({ "config": config_patch(&want, &live) })), step.etag.clone())
+                .await?;
         }
         // -- projects ----------------------------------------------------------
         (Kind::Project, Action::Create) => {
@@ -419,19 +332,10 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Project, Action::Update) => {
             let p: Project = want(step)?;
-            ctx.get_put(&format!("/1.0/projects/{}", rq::enc(name)), |live| {
-                rq::project_put(&p, live)
-            })
-            .await?;
+            ctx.get_put(&format!("/1.0/projects/{}", rq::enc(name)), |live| rq::project_put(&p, live)).await?;
         }
         (Kind::Project, Action::Delete) => {
-            ctx.call(
-                Method::Delete,
-                &format!("/1.0/projects/{}", rq::enc(name)),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &format!("/1.0/projects/{}", rq::enc(name)), None, None).await?;
         }
         // -- storage pools and networks ------------------------------------------
         (Kind::StoragePool, Action::Create) => {
@@ -454,13 +358,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             .await?;
         }
         (Kind::StoragePool, Action::Delete) => {
-            ctx.call(
-                Method::Delete,
-                &format!("/1.0/storage-pools/{}", rq::enc(name)),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &format!("/1.0/storage-pools/{}", rq::enc(name)), None, None).await?;
         }
         (Kind::Network, Action::Create) => {
             let n: Network = want(step)?;
@@ -482,13 +380,8 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             .await?;
         }
         (Kind::Network, Action::Delete) => {
-            ctx.call(
-                Method::Delete,
-                &rq::with_query(&format!("/1.0/networks/{}", rq::enc(name)), &[pq]),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &rq::with_query(&format!("/1.0/networks/{}", rq::enc(name)), &[pq]), None, None)
+                .await?;
         }
         // -- profiles -------------------------------------------------------------
         (Kind::Profile, Action::Create) => {
@@ -498,32 +391,19 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Profile, Action::Update) => {
             let p: Profile = want(step)?;
-            ctx.get_put(&rq::profile_path(project, name), |live| {
-                rq::profile_put(&p, live)
-            })
-            .await?;
+            ctx.get_put(&rq::profile_path(project, name), |live| rq::profile_put(&p, live)).await?;
         }
         (Kind::Profile, Action::Delete) => {
-            ctx.call(Method::Delete, &rq::profile_path(project, name), None, None)
-                .await?;
+            ctx.call(Method::Delete, &rq::profile_path(project, name), None, None).await?;
         }
         // -- images ------------------------------------------------------------------
         (Kind::Image, Action::Create) => create_image(ctx, step).await?,
-        (Kind::Image, Action::Update) | (Kind::Image, Action::Refresh) => {
-            update_image(ctx, step).await?
-        }
+        (Kind::Image, Action::Update) | (Kind::Image, Action::Refresh) => update_image(ctx, step).await?,
         (Kind::Image, Action::Delete) => {
             let live: Image = live_of(step)?;
-            let fp = live
-                .fingerprint
-                .ok_or("the live image has no fingerprint")?;
-            ctx.call(
-                Method::Delete,
-                &rq::with_query(&format!("/1.0/images/{}", rq::enc(&fp)), &[pq]),
-                None,
-                None,
-            )
-            .await?;
+            let fp = live.fingerprint.ok_or("the live image has no fingerprint")?;
+            ctx.call(Method::Delete, &rq::with_query(&format!("/1.0/images/{}", rq::enc(&fp)), &[pq]), None, None)
+                .await?;
         }
         // -- members and groups -------------------------------------------------------
         (Kind::ClusterGroup, Action::Create) => {
@@ -545,33 +425,20 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             .await?;
         }
         (Kind::ClusterGroup, Action::Delete) => {
-            ctx.call(
-                Method::Delete,
-                &format!("/1.0/cluster/groups/{}", rq::enc(name)),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &format!("/1.0/cluster/groups/{}", rq::enc(name)), None, None).await?;
         }
         (Kind::Member, Action::Update) => {
             let m: Member = want(step)?;
-            ctx.get_put(&rq::member_path(name), |live| rq::member_put(&m, live))
-                .await?;
+            ctx.get_put(&rq::member_path(name), |live| rq::member_put(&m, live)).await?;
         }
         (Kind::Member, Action::Join) => join_member(ctx, step).await?,
         (Kind::Member, Action::Evacuate) | (Kind::Member, Action::Restore) => {
-            let action = if step.action == Action::Evacuate {
-                "evacuate"
-            } else {
-                "restore"
-            };
+            let action = if step.action == Action::Evacuate { "evacuate" } else { "restore" };
             let path = format!("{}/state", rq::member_path(name));
-            ctx.call(Method::Post, &path, Some(json!({ "action": action })), None)
-                .await?;
+            ctx.call(Method::Post, &path, Some(json!({ "action": action })), None).await?;
         }
         (Kind::Member, Action::RemoveMember) => {
-            ctx.call(Method::Delete, &rq::member_path(name), None, None)
-                .await?;
+            ctx.call(Method::Delete, &rq::member_path(name), None, None).await?;
         }
         // -- instances ----------------------------------------------------------------
         (Kind::Instance, Action::Create) => {
@@ -581,10 +448,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Instance, Action::Update) => {
             let i: Instance = want(step)?;
-            ctx.get_put(&rq::instance_path(project, name), |live| {
-                rq::instance_put(&i, live)
-            })
-            .await?;
+            ctx.get_put(&rq::instance_path(project, name), |live| rq::instance_put(&i, live)).await?;
         }
         (Kind::Instance, Action::Start) => instance_state(ctx, project, name, "start").await?,
         (Kind::Instance, Action::Stop) => instance_state(ctx, project, name, "stop").await?,
@@ -596,22 +460,10 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
                 &format!("/1.0/instances/{}", rq::enc(name)),
                 &[pq, format!("target={}", rq::enc(&target))],
             );
-            ctx.call(
-                Method::Post,
-                &path,
-                Some(json!({"name": name, "migration": true, "live": false})),
-                None,
-            )
-            .await?;
+            ctx.call(Method::Post, &path, Some(json!({"name": name, "migration": true, "live": false})), None).await?;
         }
         (Kind::Instance, Action::Delete) => {
-            ctx.call(
-                Method::Delete,
-                &rq::instance_path(project, name),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &rq::instance_path(project, name), None, None).await?;
         }
         // -- trust -----------------------------------------------------------------------
         (Kind::Certificate, Action::Create) => {
@@ -624,26 +476,16 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             let live: Certificate = live_of(step)?;
             let path = format!("/1.0/certificates/{}", rq::enc(&live.fingerprint));
             let (_, etag) = ctx.api.get(&path).await.map_err(e)?;
-            ctx.call(Method::Put, &path, Some(rq::certificate_put(&c)), etag)
-                .await?;
+            ctx.call(Method::Put, &path, Some(rq::certificate_put(&c)), etag).await?;
         }
         (Kind::Certificate, Action::Delete) => {
             let live: Certificate = live_of(step)?;
-            ctx.call(
-                Method::Delete,
-                &format!("/1.0/certificates/{}", rq::enc(&live.fingerprint)),
-                None,
-                None,
-            )
-            .await?;
+            ctx.call(Method::Delete, &format!("/1.0/certificates/{}", rq::enc(&live.fingerprint)), None, None).await?;
         }
         // -- snap -------------------------------------------------------------------------
         (Kind::Snap, Action::Update) => {
             let want: SnapSettings = want(step)?;
-            let live: Option<SnapSettings> = step
-                .live
-                .clone()
-                .and_then(|v| serde_json::from_value(v).ok());
+            let live: Option<SnapSettings> = step.live.clone().and_then(|v| serde_json::from_value(v).ok());
             ctx.snap.apply(name, &want, live.as_ref()).await?;
         }
         (kind, action) => return Err(format!("lxd-gitops cannot {action} a {kind} yet")),
@@ -694,10 +536,7 @@ async fn update_global_and_members<C: LxdApi, S: SnapApply>(
     member_keys: &[&str],
 ) -> Result<(), String> {
     let path = rq::with_query(base, &[pq.to_string()]);
-    ctx.get_put(&path, |live| {
-        rq::global_put(description, config, live, member_keys)
-    })
-    .await?;
+    ctx.get_put(&path, |live| rq::global_put(description, config, live, member_keys)).await?;
     for (m, keys) in member_config {
         let path = rq::with_query(base, &[pq.to_string(), format!("target={}", rq::enc(m))]);
         let (live, etag) = ctx.api.get(&path).await.map_err(e)?;
@@ -708,8 +547,7 @@ async fn update_global_and_members<C: LxdApi, S: SnapApply>(
                 obj.insert(k.clone(), json!(v));
             }
         }
-        ctx.call(Method::Patch, &path, Some(json!({ "config": cfg })), etag)
-            .await?;
+        ctx.call(Method::Patch, &path, Some(json!({ "config": cfg })), etag).await?;
     }
     Ok(())
 }
@@ -722,95 +560,51 @@ async fn instance_state<C: LxdApi, S: SnapApply>(
 ) -> Result<(), String> {
     let path = rq::instance_state_path(project, name);
     let timeout = ctx.opts.stop_timeout;
-    match ctx
-        .call(
-            Method::Put,
-            &path,
-            Some(rq::instance_state(action, timeout, false)),
-            None,
-        )
-        .await
-    {
+    match ctx.call(Method::Put, &path, Some(rq::instance_state(action, timeout, false)), None).await {
         Ok(_) => Ok(()),
         Err(first) if action != "start" => {
             // A graceful stop that timed out: force it, and say so.
-            ctx.call(
-                Method::Put,
-                &path,
-                Some(rq::instance_state(action, timeout, true)),
-                None,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{first}; forcing it failed too: {e}"))
+            ctx.call(Method::Put, &path, Some(rq::instance_state(action, timeout, true)), None)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{first}; forcing it failed too: {e}"))
         }
         Err(e) => Err(e),
     }
 }
 
-async fn create_image<C: LxdApi, S: SnapApply>(
-    ctx: &Ctx<'_, C, S>,
-    step: &Step,
-) -> Result<(), String> {
+async fn create_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
     let img: Image = want(step)?;
     let project = img.project.clone();
     let pq = rq::project_query(&project);
     let src = img.source.clone().ok_or("an image needs a `source`")?;
     let fingerprint = if let Some(file) = &src.file {
         let path = ctx.opts.repo_root.join(file);
-        let r = ctx
-            .api
-            .upload_image(
-                &rq::with_query("/1.0/images", &[pq.clone()]),
-                path,
-                img.public,
-            )
-            .await
-            .map_err(e)?;
+        let r =
+            ctx.api.upload_image(&rq::with_query("/1.0/images", &[pq.clone()]), path, img.public).await.map_err(e)?;
         let meta = ctx.api.wait(r).await.map_err(e)?;
-        let fp = meta
-            .get("fingerprint")
-            .and_then(Value::as_str)
-            .ok_or("the upload returned no fingerprint")?
-            .to_string();
+        let fp =
+            meta.get("fingerprint").and_then(Value::as_str).ok_or("the upload returned no fingerprint")?.to_string();
         // Uploads carry no aliases or extra properties: set them now.
         let path = rq::with_query(&format!("/1.0/images/{}", rq::enc(&fp)), &[pq.clone()]);
-        ctx.get_put(&path, |live| rq::image_put(&img, live, ctx.cluster))
-            .await?;
-        let (p, body) = rq::alias_create(
-            &project,
-            &ImageAlias {
-                name: img.name.clone(),
-                description: String::new(),
-            },
-            &fp,
-        );
+        ctx.get_put(&path, |live| rq::image_put(&img, live, ctx.cluster)).await?;
+        let (p, body) =
+            rq::alias_create(&project, &ImageAlias { name: img.name.clone(), description: String::new() }, &fp);
         ctx.call(Method::Post, &p, Some(body), None).await?;
         fp
     } else {
-        let (path, body) =
-            rq::image_pull(&img, ctx.cluster).ok_or("an image pull needs `source.server`")?;
+        let (path, body) = rq::image_pull(&img, ctx.cluster).ok_or("an image pull needs `source.server`")?;
         let meta = ctx.call(Method::Post, &path, Some(body), None).await?;
-        meta.get("fingerprint")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_default()
+        meta.get("fingerprint").and_then(Value::as_str).map(str::to_string).unwrap_or_default()
     };
     let fingerprint = if fingerprint.is_empty() {
         // Pulls report the fingerprint in the operation metadata; look it up by alias otherwise.
         let (alias, _) = ctx
             .api
-            .get(&rq::with_query(
-                &format!("/1.0/images/aliases/{}", rq::enc(&img.name)),
-                &[pq.clone()],
-            ))
+            .get(&rq::with_query(&format!("/1.0/images/aliases/{}", rq::enc(&img.name)), &[pq.clone()]))
             .await
             .map_err(e)?;
-        alias
-            .get("target")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+        alias.get("target").and_then(Value::as_str).unwrap_or_default().to_string()
     } else {
         fingerprint
     };
@@ -821,49 +615,35 @@ async fn create_image<C: LxdApi, S: SnapApply>(
     Ok(())
 }
 
-async fn update_image<C: LxdApi, S: SnapApply>(
-    ctx: &Ctx<'_, C, S>,
-    step: &Step,
-) -> Result<(), String> {
+async fn update_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
     let img: Image = want(step)?;
     let live: Image = live_of(step)?;
     let pq = rq::project_query(&img.project);
-    let fp = live
-        .fingerprint
-        .clone()
-        .ok_or("the live image has no fingerprint")?;
+    let fp = live.fingerprint.clone().ok_or("the live image has no fingerprint")?;
     if step.action == Action::Refresh {
         // A pinned fingerprint changed: pull the pinned image, then move the aliases to it.
-        let (path, body) =
-            rq::image_pull(&img, ctx.cluster).ok_or("a refresh needs `source.server`")?;
+        let (path, body) = rq::image_pull(&img, ctx.cluster).ok_or("a refresh needs `source.server`")?;
         let mut body = body;
         body["aliases"] = json!([]);
         ctx.call(Method::Post, &path, Some(body), None).await?;
         let new_fp = img.fingerprint.clone().unwrap_or_default();
-        for name in
-            std::iter::once(img.name.clone()).chain(img.aliases.iter().map(|a| a.name.clone()))
-        {
-            let p = rq::with_query(
-                &format!("/1.0/images/aliases/{}", rq::enc(&name)),
-                &[pq.clone()],
-            );
-            ctx.get_put(&p, |live| json!({"target": new_fp, "description": live.get("description").cloned().unwrap_or(json!(""))}))
-                .await?;
+        for name in std::iter::once(img.name.clone()).chain(img.aliases.iter().map(|a| a.name.clone())) {
+            let p = rq::with_query(&format!("/1.0/images/aliases/{}", rq::enc(&name)), &[pq.clone()]);
+            ctx.get_put(
+                &p,
+                |live| json!({"target": new_fp, "description": live.get("description").cloned().unwrap_or(json!(""))}),
+            )
+            .await?;
         }
         return Ok(());
     }
     let path = rq::with_query(&format!("/1.0/images/{}", rq::enc(&fp)), &[pq.clone()]);
-    ctx.get_put(&path, |l| rq::image_put(&img, l, ctx.cluster))
-        .await?;
+    ctx.get_put(&path, |l| rq::image_put(&img, l, ctx.cluster)).await?;
     // Aliases: add the missing ones (removing aliases the fleet dropped is a prune matter).
-    let have: Vec<String> = std::iter::once(live.name.clone())
-        .chain(live.aliases.iter().map(|a| a.name.clone()))
-        .collect();
-    for a in std::iter::once(ImageAlias {
-        name: img.name.clone(),
-        description: String::new(),
-    })
-    .chain(img.aliases.iter().cloned())
+    let have: Vec<String> =
+        std::iter::once(live.name.clone()).chain(live.aliases.iter().map(|a| a.name.clone())).collect();
+    for a in std::iter::once(ImageAlias { name: img.name.clone(), description: String::new() })
+        .chain(img.aliases.iter().cloned())
     {
         if !have.contains(&a.name) {
             let (p, body) = rq::alias_create(&img.project, &a, &fp);
@@ -876,40 +656,23 @@ async fn update_image<C: LxdApi, S: SnapApply>(
 /// Joins a new server: a join token from the cluster, then `PUT /1.0/cluster` on the
 /// new server (which must already trust our client certificate), then the member's
 /// own fields.
-async fn join_member<C: LxdApi, S: SnapApply>(
-    ctx: &Ctx<'_, C, S>,
-    step: &Step,
-) -> Result<(), String> {
+async fn join_member<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
     let desired = step.desired.clone().ok_or("no desired member")?;
-    let m: Member = serde_json::from_value(desired.get("member").cloned().unwrap_or_default())
-        .map_err(|e| e.to_string())?;
+    let m: Member =
+        serde_json::from_value(desired.get("member").cloned().unwrap_or_default()).map_err(|e| e.to_string())?;
     let address = m.address.clone().ok_or("the member has no `address`")?;
-    let fingerprint = m
-        .join_fingerprint
-        .clone()
-        .ok_or("the member has no `join_fingerprint` (the new server's own certificate fingerprint, to pin it while joining)")?;
+    let fingerprint = m.join_fingerprint.clone().ok_or(
+        "the member has no `join_fingerprint` (the new server's own certificate fingerprint, to pin it while joining)",
+    )?;
     // 1. The new server, pinned to its own certificate.
-    let new = ctx
-        .api
-        .connect_to(&format!("https://{address}"), &fingerprint)
-        .await
-        .map_err(e)?;
+    let new = ctx.api.connect_to(&format!("https://{address}"), &fingerprint).await.map_err(e)?;
     // 2. A join token for that name (an operation that stays running until used).
     let op = ctx
         .api
-        .request(
-            Method::Post,
-            "/1.0/cluster/members",
-            Some(json!({"server_name": m.name})),
-            None,
-        )
+        .request(Method::Post, "/1.0/cluster/members", Some(json!({"server_name": m.name})), None)
         .await
         .map_err(e)?;
-    let meta = op
-        .metadata
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| op.metadata.clone());
+    let meta = op.metadata.get("metadata").cloned().unwrap_or_else(|| op.metadata.clone());
     let token_json = json!({
         "server_name": meta.get("serverName").cloned().unwrap_or(json!(m.name)),
         "fingerprint": meta.get("fingerprint").cloned().unwrap_or_default(),
@@ -921,11 +684,7 @@ async fn join_member<C: LxdApi, S: SnapApply>(
     let token = base64::engine::general_purpose::STANDARD.encode(token_json.to_string());
     // 3. What the cluster asks of joining members, filled from the fleet.
     let (cinfo, _) = ctx.api.get("/1.0/cluster").await.map_err(e)?;
-    let given: Vec<Value> = desired
-        .get("member_config")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let given: Vec<Value> = desired.get("member_config").and_then(Value::as_array).cloned().unwrap_or_default();
     let member_config: Vec<Value> = cinfo
         .get("member_config")
         .and_then(Value::as_array)
@@ -934,7 +693,11 @@ async fn join_member<C: LxdApi, S: SnapApply>(
                 .map(|t| {
                     let v = given
                         .iter()
-                        .find(|g| g.get("entity") == t.get("entity") && g.get("name") == t.get("name") && g.get("key") == t.get("key"))
+                        .find(|g| {
+                            g.get("entity") == t.get("entity")
+                                && g.get("name") == t.get("name")
+                                && g.get("key") == t.get("key")
+                        })
                         .and_then(|g| g.get("value").cloned())
                         .unwrap_or(json!(""));
                     json!({"entity": t.get("entity"), "name": t.get("name"), "key": t.get("key"), "value": v})
@@ -957,25 +720,13 @@ async fn join_member<C: LxdApi, S: SnapApply>(
         "cluster_password": token,
         "member_config": member_config,
     });
-    let r = new
-        .request(Method::Put, "/1.0/cluster", Some(body), None)
-        .await
-        .map_err(e)?;
-    new.wait(r)
-        .await
-        .map_err(|err| format!("joining failed on the new server: {}", e(err)))?;
+    let r = new.request(Method::Put, "/1.0/cluster", Some(body), None).await.map_err(e)?;
+    new.wait(r).await.map_err(|err| format!("joining failed on the new server: {}", e(err)))?;
     // 5. The member's own fields.
-    ctx.get_put(&rq::member_path(&m.name), |live| rq::member_put(&m, live))
-        .await?;
+    ctx.get_put(&rq::member_path(&m.name), |live| rq::member_put(&m, live)).await?;
     if !m.server_config.is_empty() {
         let path = format!("/1.0?target={}", rq::enc(&m.name));
-        ctx.call(
-            Method::Patch,
-            &path,
-            Some(json!({"config": m.server_config})),
-            None,
-        )
-        .await?;
+        ctx.call(Method::Patch, &path, Some(json!({"config": m.server_config})), None).await?;
     }
     Ok(())
 }
@@ -1023,14 +774,8 @@ mod tests {
         assert_eq!(r.counts(), (1, 1, 1));
         assert!(!r.succeeded());
         let text = r.render_text();
-        assert!(
-            text.contains("FAILED  create Instance/web/w1 (7 ms): boom"),
-            "{text}"
-        );
-        assert!(
-            text.ends_with("Apply to cluster lab: 1 ok, 1 failed, 1 skipped in 1.2 s\n"),
-            "{text}"
-        );
+        assert!(text.contains("FAILED  create Instance/web/w1 (7 ms): boom"), "{text}");
+        assert!(text.ends_with("Apply to cluster lab: 1 ok, 1 failed, 1 skipped in 1.2 s\n"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["steps"][1]["status"], "failed");
         assert_eq!(json["steps"][1]["detail"], "boom");

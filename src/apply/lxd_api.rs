@@ -62,12 +62,7 @@ impl LxdApi for ClusterConnection {
     async fn wait(&self, r: Response) -> Result<Value, ApiError> {
         match r.operation {
             None => Ok(r.metadata),
-            Some(op) => self
-                .client
-                .wait_operation(&op, OPERATION_TIMEOUT)
-                .await
-                .map(|s| s.metadata)
-                .map_err(api_err),
+            Some(op) => self.client.wait_operation(&op, OPERATION_TIMEOUT).await.map(|s| s.metadata).map_err(api_err),
         }
     }
 

@@ -6,3 +6,4 @@ pub mod engine;
 pub mod executor;
 pub mod lxd_api;
 pub mod requests;
+pub mod snap;

@@ -9,10 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Serve a stand-in snapd REST API for the LXD snap on a unix socket"
-)]
+#[command(version, about = "Serve a stand-in snapd REST API for the LXD snap on a unix socket")]
 struct Args {
     /// Socket path to listen on (a stale socket file there is replaced).
     #[arg(long)]
@@ -38,16 +35,12 @@ struct Args {
 }
 
 fn parse_store(s: &str) -> Result<(String, StoreRevision), String> {
-    let (channel, rest) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected CHANNEL=REVISION[:VERSION], got {s:?}"))?;
+    let (channel, rest) = s.split_once('=').ok_or_else(|| format!("expected CHANNEL=REVISION[:VERSION], got {s:?}"))?;
     let (rev, version) = match rest.split_once(':') {
         Some((r, v)) => (r, v.to_string()),
         None => (rest, format!("rev{rest}")),
     };
-    let revision = rev
-        .parse()
-        .map_err(|e| format!("revision {rev:?} in {s:?}: {e}"))?;
+    let revision = rev.parse().map_err(|e| format!("revision {rev:?} in {s:?}: {e}"))?;
     Ok((channel.to_string(), StoreRevision { revision, version }))
 }
 
@@ -70,12 +63,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "stand-in snapd (not snapd: in-memory LXD snap state) listening on {}",
-        server.socket().display()
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    eprintln!("stand-in snapd (not snapd: in-memory LXD snap state) listening on {}", server.socket().display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -151,10 +151,7 @@ pub fn images(v: &Value, project: &str) -> Vec<Image> {
     if aliases.is_empty() {
         return vec![Image { name: s(v, "fingerprint"), ..base }];
     }
-    aliases
-        .iter()
-        .map(|a| Image { name: a.name.clone(), aliases: aliases.clone(), ..base.clone() })
-        .collect()
+    aliases.iter().map(|a| Image { name: a.name.clone(), aliases: aliases.clone(), ..base.clone() }).collect()
 }
 
 pub fn instance(v: &Value) -> Instance {

@@ -13,12 +13,12 @@
 //! (pure wire types), `retry` (pure retry policy), `error` (`LxdError`).
 
 mod api;
+mod client;
 pub mod connect;
 pub mod convert;
+mod error;
 pub mod identity;
 pub mod live;
-mod client;
-mod error;
 mod retry;
 mod tls;
 mod transport;

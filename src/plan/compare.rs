@@ -25,14 +25,8 @@ pub(crate) struct Join<'a, K, A, B> {
     b: Peekable<btree_map::Iter<'a, K, B>>,
 }
 
-pub(crate) fn join<'a, K: Ord, A, B>(
-    desired: &'a BTreeMap<K, A>,
-    live: &'a BTreeMap<K, B>,
-) -> Join<'a, K, A, B> {
-    Join {
-        a: desired.iter().peekable(),
-        b: live.iter().peekable(),
-    }
+pub(crate) fn join<'a, K: Ord, A, B>(desired: &'a BTreeMap<K, A>, live: &'a BTreeMap<K, B>) -> Join<'a, K, A, B> {
+    Join { a: desired.iter().peekable(), b: live.iter().peekable() }
 }
 
 impl<'a, K: Ord, A, B> Iterator for Join<'a, K, A, B> {
@@ -69,27 +63,15 @@ pub(crate) fn string(s: &str) -> Value {
 }
 
 pub(crate) fn config_value(m: &ConfigMap) -> Value {
-    Value::Object(
-        m.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+    Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
 pub(crate) fn list_value<S: AsRef<str>>(items: &[S]) -> Value {
     Value::Array(items.iter().map(|s| string(s.as_ref())).collect())
 }
 
-pub(crate) fn change(
-    path: impl Into<String>,
-    before: Option<Value>,
-    after: Option<Value>,
-) -> FieldChange {
-    FieldChange {
-        path: path.into(),
-        before,
-        after,
-    }
+pub(crate) fn change(path: impl Into<String>, before: Option<Value>, after: Option<Value>) -> FieldChange {
+    FieldChange { path: path.into(), before, after }
 }
 
 /// How a config map of one kind is compared.
@@ -111,10 +93,7 @@ pub(crate) fn always(_: &str) -> bool {
 
 impl MapRules {
     /// Only keys desired declares are managed.
-    pub const MERGE: MapRules = MapRules {
-        ignore: never,
-        keep_live_only: always,
-    };
+    pub const MERGE: MapRules = MapRules { ignore: never, keep_live_only: always };
 }
 
 /// Appends one change per differing key, path `<prefix>.<key>`.
@@ -132,11 +111,7 @@ pub(crate) fn diff_map(
         match pair {
             Pair::Both(d, l) => {
                 if d != l {
-                    out.push(change(
-                        format!("{prefix}.{key}"),
-                        Some(string(l)),
-                        Some(string(d)),
-                    ));
+                    out.push(change(format!("{prefix}.{key}"), Some(string(l)), Some(string(d))));
                 }
             }
             Pair::Desired(d) => out.push(change(format!("{prefix}.{key}"), None, Some(string(d)))),
@@ -150,33 +125,16 @@ pub(crate) fn diff_map(
 }
 
 /// Devices are authoritative and compared whole: one change per differing device.
-pub(crate) fn diff_devices(
-    prefix: &str,
-    desired: &Devices,
-    live: &Devices,
-    out: &mut Vec<FieldChange>,
-) {
+pub(crate) fn diff_devices(prefix: &str, desired: &Devices, live: &Devices, out: &mut Vec<FieldChange>) {
     for (name, pair) in join(desired, live) {
         match pair {
             Pair::Both(d, l) => {
                 if d != l {
-                    out.push(change(
-                        format!("{prefix}.{name}"),
-                        Some(config_value(l)),
-                        Some(config_value(d)),
-                    ));
+                    out.push(change(format!("{prefix}.{name}"), Some(config_value(l)), Some(config_value(d))));
                 }
             }
-            Pair::Desired(d) => out.push(change(
-                format!("{prefix}.{name}"),
-                None,
-                Some(config_value(d)),
-            )),
-            Pair::Live(l) => out.push(change(
-                format!("{prefix}.{name}"),
-                Some(config_value(l)),
-                None,
-            )),
+            Pair::Desired(d) => out.push(change(format!("{prefix}.{name}"), None, Some(config_value(d)))),
+            Pair::Live(l) => out.push(change(format!("{prefix}.{name}"), Some(config_value(l)), None)),
         }
     }
 }
@@ -191,21 +149,12 @@ pub(crate) fn diff_str(path: &str, desired: &str, live: &str, out: &mut Vec<Fiel
 
 pub(crate) fn diff_bool(path: &str, desired: bool, live: bool, out: &mut Vec<FieldChange>) {
     if desired != live {
-        out.push(change(
-            path,
-            Some(Value::Bool(live)),
-            Some(Value::Bool(desired)),
-        ));
+        out.push(change(path, Some(Value::Bool(live)), Some(Value::Bool(desired))));
     }
 }
 
 /// Lists whose order does not matter (roles, groups, projects).
-pub(crate) fn diff_set(
-    path: &str,
-    desired: &[String],
-    live: &[String],
-    out: &mut Vec<FieldChange>,
-) {
+pub(crate) fn diff_set(path: &str, desired: &[String], live: &[String], out: &mut Vec<FieldChange>) {
     let mut d: Vec<&str> = desired.iter().map(String::as_str).collect();
     let mut l: Vec<&str> = live.iter().map(String::as_str).collect();
     d.sort_unstable();
@@ -222,10 +171,7 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, &str)]) -> ConfigMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -244,10 +190,7 @@ mod tests {
 
     #[test]
     fn authoritative_maps_remove_live_only_keys_but_not_ignored_ones() {
-        let rules = MapRules {
-            ignore: |k| k.starts_with("volatile."),
-            keep_live_only: never,
-        };
+        let rules = MapRules { ignore: |k| k.starts_with("volatile."), keep_live_only: never };
         let d = m(&[("limits.cpu", "2")]);
         let l = m(&[("limits.cpu", "1"), ("volatile.uuid", "x"), ("user.x", "y")]);
         let mut out = Vec::new();
@@ -257,38 +200,21 @@ mod tests {
         assert_eq!(out[1].path, "config.user.x");
         assert_eq!(out[1].after, None);
         out.clear();
-        diff_map(
-            "config",
-            &d,
-            &m(&[("limits.cpu", "2"), ("volatile.a", "b")]),
-            rules,
-            &mut out,
-        );
+        diff_map("config", &d, &m(&[("limits.cpu", "2"), ("volatile.a", "b")]), rules, &mut out);
         assert!(out.is_empty());
     }
 
     #[test]
     fn merge_maps_leave_undeclared_keys() {
         let mut out = Vec::new();
-        diff_map(
-            "c",
-            &m(&[("a", "1")]),
-            &m(&[("a", "1"), ("b", "2")]),
-            MapRules::MERGE,
-            &mut out,
-        );
+        diff_map("c", &m(&[("a", "1")]), &m(&[("a", "1"), ("b", "2")]), MapRules::MERGE, &mut out);
         assert!(out.is_empty());
     }
 
     #[test]
     fn sets_ignore_order() {
         let mut out = Vec::new();
-        diff_set(
-            "groups",
-            &["b".into(), "a".into()],
-            &["a".into(), "b".into()],
-            &mut out,
-        );
+        diff_set("groups", &["b".into(), "a".into()], &["a".into(), "b".into()], &mut out);
         assert!(out.is_empty());
     }
 }

@@ -14,8 +14,8 @@
 use super::compare::*;
 use super::model::*;
 use crate::model::names::{
-    instance_key_needs_restart, is_lxd_managed_instance_key, is_member_local_server_key,
-    NETWORK_MEMBER_KEYS, POOL_MEMBER_KEYS,
+    instance_key_needs_restart, is_lxd_managed_instance_key, is_member_local_server_key, NETWORK_MEMBER_KEYS,
+    POOL_MEMBER_KEYS,
 };
 use crate::model::*;
 use serde::Serialize;
@@ -79,14 +79,8 @@ fn keep_network(k: &str) -> bool {
     NETWORK_MEMBER_KEYS.contains(&k) || FILLED.contains(&k)
 }
 
-const INSTANCE_RULES: MapRules = MapRules {
-    ignore: ignore_instance,
-    keep_live_only: never,
-};
-const OWNED_RULES: MapRules = MapRules {
-    ignore: ignore_owner,
-    keep_live_only: never,
-};
+const INSTANCE_RULES: MapRules = MapRules { ignore: ignore_instance, keep_live_only: never };
+const OWNED_RULES: MapRules = MapRules { ignore: ignore_owner, keep_live_only: never };
 
 /// Config keys a running VM accepts (LXD 5.0 `driver_qemu.go`); anything else needs
 /// the VM stopped.
@@ -99,29 +93,12 @@ fn vm_key_live_updatable(k: &str) -> bool {
         "security.secureboot",
         "security.devlxd",
     ];
-    const PREFIXES: &[&str] = &[
-        "boot.",
-        "cloud-init.",
-        "environment.",
-        "image.",
-        "snapshots.",
-        "user.",
-        "volatile.",
-    ];
+    const PREFIXES: &[&str] = &["boot.", "cloud-init.", "environment.", "image.", "snapshots.", "user.", "volatile."];
     EXACT.contains(&k) || PREFIXES.iter().any(|p| k.starts_with(p))
 }
 
 /// Snap keys that take effect after `snap restart --reload lxd`.
-const SNAP_RELOAD_PREFIXES: &[&str] = &[
-    "daemon.",
-    "ceph.",
-    "lvm.",
-    "openvswitch.",
-    "ovn.",
-    "criu.",
-    "shiftfs.",
-    "ui.",
-];
+const SNAP_RELOAD_PREFIXES: &[&str] = &["daemon.", "ceph.", "lvm.", "openvswitch.", "ovn.", "criu.", "shiftfs.", "ui."];
 
 /// Server config keys LXD never reads back (it shows `true` when set).
 const WRITE_ONLY_SERVER_KEYS: &[&str] = &["core.trust_password"];
@@ -177,13 +154,9 @@ fn name_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
 }
 
 /// Entries of a `project/name`-keyed map that belong to `project`.
-fn in_project<'m, V>(
-    map: &'m BTreeMap<String, V>,
-    project: &str,
-) -> impl Iterator<Item = (&'m String, &'m V)> {
+fn in_project<'m, V>(map: &'m BTreeMap<String, V>, project: &str) -> impl Iterator<Item = (&'m String, &'m V)> {
     let prefix = format!("{project}/");
-    map.range(prefix.clone()..)
-        .take_while(move |(k, _)| k.starts_with(&prefix))
+    map.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix))
 }
 
 /// A config map with desired values, plus the live keys the planner ignores or keeps:
@@ -310,28 +283,14 @@ impl<'a> Planner<'a> {
             .map(|m| m.name.as_str())
             .collect();
         let mut groups: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-        for m in d
-            .members
-            .values()
-            .filter(|m| m.ensure != MemberEnsure::Absent)
-        {
+        for m in d.members.values().filter(|m| m.ensure != MemberEnsure::Absent) {
             for g in &m.groups {
-                groups
-                    .entry(g.as_str())
-                    .or_default()
-                    .insert(m.name.as_str());
+                groups.entry(g.as_str()).or_default().insert(m.name.as_str());
             }
         }
-        for m in l
-            .members
-            .values()
-            .filter(|m| !d.members.contains_key(&m.name))
-        {
+        for m in l.members.values().filter(|m| !d.members.contains_key(&m.name)) {
             for g in &m.groups {
-                groups
-                    .entry(g.as_str())
-                    .or_default()
-                    .insert(m.name.as_str());
+                groups.entry(g.as_str()).or_default().insert(m.name.as_str());
             }
         }
         let mut incomplete = BTreeMap::new();
@@ -369,9 +328,8 @@ impl<'a> Planner<'a> {
             ));
         }
         for (kind, reason) in &self.incomplete {
-            self.warnings.push(format!(
-                "live {kind} objects were read incompletely ({reason}): none of them is pruned"
-            ));
+            self.warnings
+                .push(format!("live {kind} objects were read incompletely ({reason}): none of them is pruned"));
         }
         self.member_server_config();
         self.projects();
@@ -438,10 +396,7 @@ impl<'a> Planner<'a> {
     }
 
     fn provide(&mut self, kind: Kind, key: &str, id: &str) {
-        self.providers
-            .entry((kind, key.to_string()))
-            .or_default()
-            .push(id.to_string());
+        self.providers.entry((kind, key.to_string())).or_default().push(id.to_string());
     }
 
     /// Makes `step` depend on every step that creates or changes (kind, key).
@@ -477,12 +432,8 @@ impl<'a> Planner<'a> {
         if project == "default" {
             return project;
         }
-        let config = self
-            .d
-            .projects
-            .get(project)
-            .map(|p| &p.config)
-            .or_else(|| self.l.projects.get(project).map(|p| &p.config));
+        let config =
+            self.d.projects.get(project).map(|p| &p.config).or_else(|| self.l.projects.get(project).map(|p| &p.config));
         let default_on = feature != "features.networks";
         let on = match config.and_then(|c| c.get(feature)) {
             Some(v) => v == "true",
@@ -516,17 +467,11 @@ impl<'a> Planner<'a> {
             }
             Owner::Fleet => true,
             Owner::OtherCluster(c) => {
-                self.unmanaged
-                    .entry((kind, format!("owned by cluster `{c}`")))
-                    .or_default()
-                    .push(name);
+                self.unmanaged.entry((kind, format!("owned by cluster `{c}`"))).or_default().push(name);
                 false
             }
             Owner::Unmarked(why) => {
-                self.unmanaged
-                    .entry((kind, why.to_string()))
-                    .or_default()
-                    .push(name);
+                self.unmanaged.entry((kind, why.to_string())).or_default().push(name);
                 false
             }
         }
@@ -539,17 +484,14 @@ impl<'a> Planner<'a> {
     /// Why nothing can be done on the member an object lives on.
     fn source_block(&self, location: Option<&str>) -> Option<String> {
         let loc = location?;
-        (self.live_status(loc) == Some("Offline"))
-            .then(|| format!("member `{loc}`, where it lives, is offline"))
+        (self.live_status(loc) == Some("Offline")).then(|| format!("member `{loc}`, where it lives, is offline"))
     }
 
     /// Why a member cannot receive or start instances now.
     fn member_unavailable(&self, member: &str) -> Option<String> {
         if let Some(dm) = self.d.members.get(member) {
             match dm.ensure {
-                MemberEnsure::Evacuated => {
-                    return Some(format!("member `{member}` is to be evacuated"))
-                }
+                MemberEnsure::Evacuated => return Some(format!("member `{member}` is to be evacuated")),
                 MemberEnsure::Absent => return Some(format!("member `{member}` is to be removed")),
                 MemberEnsure::Present => {}
             }
@@ -575,13 +517,7 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let mut changes = Vec::new();
-            diff_map(
-                "server_config",
-                &dm.server_config,
-                &lm.server_config,
-                MapRules::MERGE,
-                &mut changes,
-            );
+            diff_map("server_config", &dm.server_config, &lm.server_config, MapRules::MERGE, &mut changes);
             if changes.is_empty() {
                 continue;
             }
@@ -590,17 +526,11 @@ impl<'a> Planner<'a> {
                 Action::Update,
                 "member-local server config differs from the fleet",
             );
-            if changes
-                .iter()
-                .any(|c| c.path == "server_config.cluster.https_address" && c.before.is_some())
-            {
-                s.flags.push(Flag::Blocked(
-                    "cluster.https_address cannot change once the member is clustered".into(),
-                ));
+            if changes.iter().any(|c| c.path == "server_config.cluster.https_address" && c.before.is_some()) {
+                s.flags.push(Flag::Blocked("cluster.https_address cannot change once the member is clustered".into()));
             }
             if lm.status.as_deref() == Some("Offline") {
-                s.flags
-                    .push(Flag::Blocked(format!("member `{name}` is offline")));
+                s.flags.push(Flag::Blocked(format!("member `{name}` is offline")));
             }
             s.changes = changes;
             s.etag = self.live.etags.get(&format!("Server/{name}")).cloned();
@@ -620,15 +550,9 @@ impl<'a> Planner<'a> {
                 if !inv.is_empty() {
                     want.insert(INVENTORY_KEY.to_string(), inv.clone());
                 }
-                MapRules {
-                    ignore: ignore_server,
-                    keep_live_only: never,
-                }
+                MapRules { ignore: ignore_server, keep_live_only: never }
             }
-            None => MapRules {
-                ignore: ignore_server_and_inventory,
-                keep_live_only: never,
-            },
+            None => MapRules { ignore: ignore_server_and_inventory, keep_live_only: never },
         };
         let live = &self.l.server_config;
         let mut changes = Vec::new();
@@ -665,47 +589,24 @@ impl<'a> Planner<'a> {
                 Pair::Desired(dp) => {
                     let mut want = dp.clone();
                     want.config.insert(OWNER_KEY.into(), self.cluster.into());
-                    let mut s =
-                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
-                            .wanting(&want);
+                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
                     diff_str("description", &dp.description, "", &mut s.changes);
-                    diff_map(
-                        "config",
-                        &dp.config,
-                        &ConfigMap::new(),
-                        OWNED_RULES,
-                        &mut s.changes,
-                    );
+                    diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
                     let id = self.push(PhaseKind::Projects, s);
                     self.provide(Kind::Project, name, &id);
                 }
                 Pair::Both(dp, lp) => {
-                    let rules = MapRules {
-                        ignore: ignore_owner,
-                        keep_live_only: keep_project,
-                    };
+                    let rules = MapRules { ignore: ignore_owner, keep_live_only: keep_project };
                     let mut changes = Vec::new();
-                    diff_str(
-                        "description",
-                        &dp.description,
-                        &lp.description,
-                        &mut changes,
-                    );
+                    diff_str("description", &dp.description, &lp.description, &mut changes);
                     diff_map("config", &dp.config, &lp.config, rules, &mut changes);
                     if changes.is_empty() {
                         continue;
                     }
-                    let want = Project {
-                        config: merged(&dp.config, &lp.config, rules),
-                        ..dp.clone()
-                    };
-                    let mut s = Step::new(oref, Action::Update, "differs from the fleet")
-                        .wanting(&want)
-                        .against(lp, true);
-                    if changes
-                        .iter()
-                        .any(|c| c.path.starts_with("config.features."))
-                    {
+                    let want = Project { config: merged(&dp.config, &lp.config, rules), ..dp.clone() };
+                    let mut s =
+                        Step::new(oref, Action::Update, "differs from the fleet").wanting(&want).against(lp, true);
+                    if changes.iter().any(|c| c.path.starts_with("config.features.")) {
                         let used = self.project_contents(name, &Default::default());
                         if !used.is_empty() {
                             s.flags.push(Flag::Blocked(format!(
@@ -775,18 +676,12 @@ impl<'a> Planner<'a> {
     }
 
     fn without_joining(&self, mc: &BTreeMap<String, ConfigMap>) -> BTreeMap<String, ConfigMap> {
-        mc.iter()
-            .filter(|(m, _)| !self.joining.contains(m.as_str()))
-            .map(|(m, c)| (m.clone(), c.clone()))
-            .collect()
+        mc.iter().filter(|(m, _)| !self.joining.contains(m.as_str())).map(|(m, c)| (m.clone(), c.clone())).collect()
     }
 
     fn storage_pools(&mut self) {
         let (d, l) = (self.d, self.l);
-        let rules = MapRules {
-            ignore: ignore_pool_network,
-            keep_live_only: keep_pool,
-        };
+        let rules = MapRules { ignore: ignore_pool_network, keep_live_only: keep_pool };
         for (name, pair) in join(&d.storage_pools, &l.storage_pools) {
             let oref = ObjectRef::global(Kind::StoragePool, name.clone());
             let (dp, lp) = match pair {
@@ -799,26 +694,16 @@ impl<'a> Planner<'a> {
             };
             if let Some(lp) = lp {
                 if dp.driver != lp.driver {
-                    let mut s = Step::new(
-                        oref,
-                        Action::Replace,
-                        "the driver of a storage pool cannot change",
-                    )
-                    .wanting(dp)
-                    .against(lp, true);
-                    s.changes.push(change(
-                        "driver",
-                        Some(string(&lp.driver)),
-                        Some(string(&dp.driver)),
-                    ));
+                    let mut s = Step::new(oref, Action::Replace, "the driver of a storage pool cannot change")
+                        .wanting(dp)
+                        .against(lp, true);
+                    s.changes.push(change("driver", Some(string(&lp.driver)), Some(string(&dp.driver))));
                     s.flags.push(Flag::ReplaceNeeded);
                     self.push(PhaseKind::StoragePoolsAndNetworks, s);
                     continue;
                 }
             }
-            let unfinished = lp
-                .and_then(|p| p.status.as_deref())
-                .filter(|s| matches!(*s, "Pending" | "Errored"));
+            let unfinished = lp.and_then(|p| p.status.as_deref()).filter(|s| matches!(*s, "Pending" | "Errored"));
             if lp.is_none() || unfinished.is_some() {
                 let mut want = dp.clone();
                 want.config.insert(OWNER_KEY.into(), self.cluster.into());
@@ -832,16 +717,9 @@ impl<'a> Planner<'a> {
                 if let Some(lp) = lp {
                     s = s.against(lp, true);
                 }
-                s.changes
-                    .push(change("driver", None, Some(string(&dp.driver))));
+                s.changes.push(change("driver", None, Some(string(&dp.driver))));
                 diff_str("description", &dp.description, "", &mut s.changes);
-                diff_map(
-                    "config",
-                    &dp.config,
-                    &ConfigMap::new(),
-                    OWNED_RULES,
-                    &mut s.changes,
-                );
+                diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
                 self.diff_member_config(&dp.member_config, &BTreeMap::new(), &mut s.changes);
                 let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
                 self.provide(Kind::StoragePool, name, &id);
@@ -849,12 +727,7 @@ impl<'a> Planner<'a> {
             }
             let lp = lp.expect("checked above");
             let mut changes = Vec::new();
-            diff_str(
-                "description",
-                &dp.description,
-                &lp.description,
-                &mut changes,
-            );
+            diff_str("description", &dp.description, &lp.description, &mut changes);
             diff_map("config", &dp.config, &lp.config, rules, &mut changes);
             self.diff_member_config(&dp.member_config, &lp.member_config, &mut changes);
             if changes.is_empty() {
@@ -866,9 +739,7 @@ impl<'a> Planner<'a> {
                 status: None,
                 ..dp.clone()
             };
-            let mut s = Step::new(oref, Action::Update, "differs from the fleet")
-                .wanting(&want)
-                .against(lp, true);
+            let mut s = Step::new(oref, Action::Update, "differs from the fleet").wanting(&want).against(lp, true);
             s.changes = changes;
             let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
             self.provide(Kind::StoragePool, name, &id);
@@ -877,10 +748,7 @@ impl<'a> Planner<'a> {
 
     fn networks(&mut self) {
         let (d, l) = (self.d, self.l);
-        let rules = MapRules {
-            ignore: ignore_pool_network,
-            keep_live_only: keep_network,
-        };
+        let rules = MapRules { ignore: ignore_pool_network, keep_live_only: keep_network };
         for (key, pair) in join(&d.networks, &l.networks) {
             let (dn, ln) = match pair {
                 Pair::Live(ln) => {
@@ -893,23 +761,16 @@ impl<'a> Planner<'a> {
             let oref = ObjectRef::in_project(Kind::Network, dn.project.clone(), dn.name.clone());
             if let Some(ln) = ln {
                 if dn.network_type != ln.network_type {
-                    let mut s =
-                        Step::new(oref, Action::Replace, "the type of a network cannot change")
-                            .wanting(dn)
-                            .against(ln, true);
-                    s.changes.push(change(
-                        "type",
-                        Some(string(&ln.network_type)),
-                        Some(string(&dn.network_type)),
-                    ));
+                    let mut s = Step::new(oref, Action::Replace, "the type of a network cannot change")
+                        .wanting(dn)
+                        .against(ln, true);
+                    s.changes.push(change("type", Some(string(&ln.network_type)), Some(string(&dn.network_type))));
                     s.flags.push(Flag::ReplaceNeeded);
                     self.push(PhaseKind::StoragePoolsAndNetworks, s);
                     continue;
                 }
             }
-            let unfinished = ln
-                .and_then(|n| n.status.as_deref())
-                .filter(|s| matches!(*s, "Pending" | "Errored"));
+            let unfinished = ln.and_then(|n| n.status.as_deref()).filter(|s| matches!(*s, "Pending" | "Errored"));
             if ln.is_none() || unfinished.is_some() {
                 let mut want = dn.clone();
                 want.config.insert(OWNER_KEY.into(), self.cluster.into());
@@ -923,16 +784,9 @@ impl<'a> Planner<'a> {
                 if let Some(ln) = ln {
                     s = s.against(ln, true);
                 }
-                s.changes
-                    .push(change("type", None, Some(string(&dn.network_type))));
+                s.changes.push(change("type", None, Some(string(&dn.network_type))));
                 diff_str("description", &dn.description, "", &mut s.changes);
-                diff_map(
-                    "config",
-                    &dn.config,
-                    &ConfigMap::new(),
-                    OWNED_RULES,
-                    &mut s.changes,
-                );
+                diff_map("config", &dn.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
                 self.diff_member_config(&dn.member_config, &BTreeMap::new(), &mut s.changes);
                 self.dep(&mut s, Kind::Project, &dn.project);
                 let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
@@ -941,12 +795,7 @@ impl<'a> Planner<'a> {
             }
             let ln = ln.expect("checked above");
             let mut changes = Vec::new();
-            diff_str(
-                "description",
-                &dn.description,
-                &ln.description,
-                &mut changes,
-            );
+            diff_str("description", &dn.description, &ln.description, &mut changes);
             diff_map("config", &dn.config, &ln.config, rules, &mut changes);
             self.diff_member_config(&dn.member_config, &ln.member_config, &mut changes);
             if changes.is_empty() {
@@ -958,9 +807,7 @@ impl<'a> Planner<'a> {
                 status: None,
                 ..dn.clone()
             };
-            let mut s = Step::new(oref, Action::Update, "differs from the fleet")
-                .wanting(&want)
-                .against(ln, true);
+            let mut s = Step::new(oref, Action::Update, "differs from the fleet").wanting(&want).against(ln, true);
             s.changes = changes;
             self.dep(&mut s, Kind::Project, &dn.project);
             let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
@@ -984,11 +831,7 @@ impl<'a> Planner<'a> {
             }
             self.profile_users = Some(index);
         }
-        self.profile_users
-            .as_ref()
-            .and_then(|m| m.get(profile_key))
-            .cloned()
-            .unwrap_or_default()
+        self.profile_users.as_ref().and_then(|m| m.get(profile_key)).cloned().unwrap_or_default()
     }
 
     fn profiles(&mut self) {
@@ -996,8 +839,7 @@ impl<'a> Planner<'a> {
         for (key, pair) in join(&d.profiles, &l.profiles) {
             match pair {
                 Pair::Desired(dp) => {
-                    let oref =
-                        ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
+                    let oref = ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
                     // LXD makes a `default` profile with every project: fill it, never create it.
                     let mut s = if dp.name == "default" {
                         Step::new(
@@ -1009,17 +851,10 @@ impl<'a> Planner<'a> {
                     } else {
                         let mut want = dp.clone();
                         want.config.insert(OWNER_KEY.into(), self.cluster.into());
-                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
-                            .wanting(&want)
+                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want)
                     };
                     diff_str("description", &dp.description, "", &mut s.changes);
-                    diff_map(
-                        "config",
-                        &dp.config,
-                        &ConfigMap::new(),
-                        OWNED_RULES,
-                        &mut s.changes,
-                    );
+                    diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
                     diff_devices("devices", &dp.devices, &Devices::new(), &mut s.changes);
                     self.dep(&mut s, Kind::Project, &dp.project);
                     self.device_deps(&mut s, &dp.project, &dp.devices);
@@ -1028,26 +863,16 @@ impl<'a> Planner<'a> {
                 }
                 Pair::Both(dp, lp) => {
                     let mut changes = Vec::new();
-                    diff_str(
-                        "description",
-                        &dp.description,
-                        &lp.description,
-                        &mut changes,
-                    );
+                    diff_str("description", &dp.description, &lp.description, &mut changes);
                     diff_map("config", &dp.config, &lp.config, OWNED_RULES, &mut changes);
                     diff_devices("devices", &dp.devices, &lp.devices, &mut changes);
                     if changes.is_empty() {
                         continue;
                     }
-                    let oref =
-                        ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
-                    let want = Profile {
-                        config: merged(&dp.config, &lp.config, OWNED_RULES),
-                        ..dp.clone()
-                    };
-                    let mut s = Step::new(oref, Action::Update, "differs from the fleet")
-                        .wanting(&want)
-                        .against(lp, true);
+                    let oref = ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
+                    let want = Profile { config: merged(&dp.config, &lp.config, OWNED_RULES), ..dp.clone() };
+                    let mut s =
+                        Step::new(oref, Action::Update, "differs from the fleet").wanting(&want).against(lp, true);
                     let restart_keys: Vec<&str> = changes
                         .iter()
                         .filter_map(|c| c.path.strip_prefix("config."))
@@ -1056,10 +881,8 @@ impl<'a> Planner<'a> {
                     let mut restart = Vec::new();
                     if !restart_keys.is_empty() {
                         let users = self.profile_users(key);
-                        let running: Vec<&'a str> = users
-                            .into_iter()
-                            .filter(|k| l.instances.get(*k).is_some_and(is_running))
-                            .collect();
+                        let running: Vec<&'a str> =
+                            users.into_iter().filter(|k| l.instances.get(*k).is_some_and(is_running)).collect();
                         if !running.is_empty() {
                             let keys = restart_keys.join(", ");
                             if self.policy.allow_restart {
@@ -1085,10 +908,7 @@ impl<'a> Planner<'a> {
                     self.provide(Kind::Profile, key, &id);
                     if allowed {
                         for k in restart {
-                            let declared_running = d
-                                .instances
-                                .get(k)
-                                .is_some_and(|di| di.state == PowerState::Running);
+                            let declared_running = d.instances.get(k).is_some_and(|di| di.state == PowerState::Running);
                             if declared_running {
                                 self.profile_restarts.entry(k).or_default().push(id.clone());
                             } else {
@@ -1113,12 +933,7 @@ impl<'a> Planner<'a> {
 
     fn images(&mut self) {
         let (d, l) = (self.d, self.l);
-        let ident = |i: &'a Image| {
-            (
-                i.project.as_str(),
-                i.fingerprint.as_deref().unwrap_or(i.name.as_str()),
-            )
-        };
+        let ident = |i: &'a Image| (i.project.as_str(), i.fingerprint.as_deref().unwrap_or(i.name.as_str()));
         let mut live_aliases: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
         for li in l.images.values() {
             let set = live_aliases.entry(ident(li)).or_default();
@@ -1130,44 +945,29 @@ impl<'a> Planner<'a> {
         let mut claimed: HashSet<(&str, &str)> = HashSet::new();
         for di in d.images.values() {
             let oref = ObjectRef::in_project(Kind::Image, di.project.clone(), di.name.clone());
-            let names: BTreeSet<&str> = std::iter::once(di.name.as_str())
-                .chain(di.aliases.iter().map(|a| a.name.as_str()))
-                .collect();
+            let names: BTreeSet<&str> =
+                std::iter::once(di.name.as_str()).chain(di.aliases.iter().map(|a| a.name.as_str())).collect();
             let found = names
                 .iter()
                 .find_map(|a| l.images.get(&pkey(&di.project, a)).map(|li| (*a, li)))
-                .or_else(|| {
-                    l.images
-                        .get(&pkey(&di.project, &di.name))
-                        .map(|li| (di.name.as_str(), li))
-                });
+                .or_else(|| l.images.get(&pkey(&di.project, &di.name)).map(|li| (di.name.as_str(), li)));
             let id = match found {
                 None => {
                     let mut want = di.clone();
-                    want.properties
-                        .insert(IMAGE_OWNER_PROPERTY.into(), self.cluster.into());
+                    want.properties.insert(IMAGE_OWNER_PROPERTY.into(), self.cluster.into());
                     want.fingerprint = None;
-                    let mut s =
-                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
-                            .wanting(&want);
+                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
                     if let Some(src) = &di.source {
                         s.changes.push(change("source", None, Some(to_value(src))));
                     }
-                    s.changes.push(change(
-                        "aliases",
-                        None,
-                        Some(list_value(&names.iter().collect::<Vec<_>>())),
-                    ));
+                    s.changes.push(change("aliases", None, Some(list_value(&names.iter().collect::<Vec<_>>()))));
                     diff_bool("public", di.public, false, &mut s.changes);
                     diff_bool("auto_update", di.auto_update, false, &mut s.changes);
                     diff_map(
                         "properties",
                         &di.properties,
                         &ConfigMap::new(),
-                        MapRules {
-                            ignore: ignore_image_owner,
-                            keep_live_only: always,
-                        },
+                        MapRules { ignore: ignore_image_owner, keep_live_only: always },
                         &mut s.changes,
                     );
                     self.dep(&mut s, Kind::Project, &di.project);
@@ -1183,65 +983,33 @@ impl<'a> Planner<'a> {
                         _ => false,
                     };
                     if refresh {
-                        changes.push(change(
-                            "fingerprint",
-                            li.fingerprint.as_deref().map(string),
-                            pinned.map(string),
-                        ));
+                        changes.push(change("fingerprint", li.fingerprint.as_deref().map(string), pinned.map(string)));
                     }
                     diff_bool("public", di.public, li.public, &mut changes);
                     diff_bool("auto_update", di.auto_update, li.auto_update, &mut changes);
-                    let prop_rules = MapRules {
-                        ignore: ignore_image_owner,
-                        keep_live_only: always,
-                    };
-                    diff_map(
-                        "properties",
-                        &di.properties,
-                        &li.properties,
-                        prop_rules,
-                        &mut changes,
-                    );
-                    let have: Vec<&str> = live_aliases
-                        .get(&id_live)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
+                    let prop_rules = MapRules { ignore: ignore_image_owner, keep_live_only: always };
+                    diff_map("properties", &di.properties, &li.properties, prop_rules, &mut changes);
+                    let have: Vec<&str> =
+                        live_aliases.get(&id_live).map(|s| s.iter().copied().collect()).unwrap_or_default();
                     let want_aliases: Vec<&str> = names.iter().copied().collect();
                     if have != want_aliases {
-                        changes.push(change(
-                            "aliases",
-                            Some(list_value(&have)),
-                            Some(list_value(&want_aliases)),
-                        ));
+                        changes.push(change("aliases", Some(list_value(&have)), Some(list_value(&want_aliases))));
                     }
                     if changes.is_empty() {
                         continue;
                     }
                     let want = Image {
                         properties: merged(&di.properties, &li.properties, prop_rules),
-                        fingerprint: if refresh {
-                            pinned.map(str::to_string)
-                        } else {
-                            li.fingerprint.clone()
-                        },
+                        fingerprint: if refresh { pinned.map(str::to_string) } else { li.fingerprint.clone() },
                         ..di.clone()
                     };
                     let (action, reason) = if refresh {
-                        (
-                            Action::Refresh,
-                            "the pinned fingerprint differs from the image in LXD",
-                        )
+                        (Action::Refresh, "the pinned fingerprint differs from the image in LXD")
                     } else {
                         (Action::Update, "differs from the fleet")
                     };
-                    let mut s = Step::new(oref, action, reason)
-                        .wanting(&want)
-                        .against(li, true);
-                    s.etag = self
-                        .live
-                        .etags
-                        .get(&format!("Image/{}/{alias}", li.project))
-                        .cloned();
+                    let mut s = Step::new(oref, action, reason).wanting(&want).against(li, true);
+                    s.etag = self.live.etags.get(&format!("Image/{}/{alias}", li.project)).cloned();
                     s.changes = changes;
                     self.dep(&mut s, Kind::Project, &di.project);
                     self.push(PhaseKind::Images, s)
@@ -1271,13 +1039,8 @@ impl<'a> Planner<'a> {
                     if name == "default" {
                         continue;
                     }
-                    let want = ClusterGroup {
-                        members: Vec::new(),
-                        ..dg.clone()
-                    };
-                    let mut s =
-                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
-                            .wanting(&want);
+                    let want = ClusterGroup { members: Vec::new(), ..dg.clone() };
+                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
                     diff_str("description", &dg.description, "", &mut s.changes);
                     let id = self.push(PhaseKind::Members, s);
                     self.provide(Kind::ClusterGroup, name, &id);
@@ -1287,19 +1050,10 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     // Membership is declared on members; the group keeps its live list.
-                    let want = ClusterGroup {
-                        members: lg.members.clone(),
-                        ..dg.clone()
-                    };
-                    let mut s = Step::new(oref, Action::Update, "differs from the fleet")
-                        .wanting(&want)
-                        .against(lg, true);
-                    diff_str(
-                        "description",
-                        &dg.description,
-                        &lg.description,
-                        &mut s.changes,
-                    );
+                    let want = ClusterGroup { members: lg.members.clone(), ..dg.clone() };
+                    let mut s =
+                        Step::new(oref, Action::Update, "differs from the fleet").wanting(&want).against(lg, true);
+                    diff_str("description", &dg.description, &lg.description, &mut s.changes);
                     let id = self.push(PhaseKind::Members, s);
                     self.provide(Kind::ClusterGroup, name, &id);
                 }
@@ -1347,11 +1101,7 @@ impl<'a> Planner<'a> {
     }
 
     fn user_roles(roles: &[String]) -> Vec<String> {
-        roles
-            .iter()
-            .filter(|r| !r.starts_with("database"))
-            .cloned()
-            .collect()
+        roles.iter().filter(|r| !r.starts_with("database")).cloned().collect()
     }
 
     fn join_member(&mut self, dm: &'a Member) {
@@ -1368,9 +1118,7 @@ impl<'a> Planner<'a> {
             if let Some(c) = p.member_config.get(&dm.name) {
                 needs.push((Kind::StoragePool, p.name.clone()));
                 for (k, v) in c {
-                    member_config.push(
-                        json!({"entity": "storage-pool", "name": p.name, "key": k, "value": v}),
-                    );
+                    member_config.push(json!({"entity": "storage-pool", "name": p.name, "key": k, "value": v}));
                 }
             }
         }
@@ -1378,16 +1126,11 @@ impl<'a> Planner<'a> {
             if let Some(c) = n.member_config.get(&dm.name) {
                 needs.push((Kind::Network, pkey(&n.project, &n.name)));
                 for (k, v) in c {
-                    member_config
-                        .push(json!({"entity": "network", "name": n.name, "key": k, "value": v}));
+                    member_config.push(json!({"entity": "network", "name": n.name, "key": k, "value": v}));
                 }
             }
         }
-        let mut s = Step::new(
-            oref.clone(),
-            Action::Join,
-            "declared in the fleet, not a member of the cluster yet",
-        );
+        let mut s = Step::new(oref.clone(), Action::Join, "declared in the fleet, not a member of the cluster yet");
         s.desired = Some(json!({ "member": to_value(&want), "member_config": member_config }));
         if let Some(a) = &dm.address {
             s.changes.push(change("address", None, Some(string(a))));
@@ -1400,32 +1143,14 @@ impl<'a> Planner<'a> {
         diff_str("description", &dm.description, "", &mut s.changes);
         let roles = Self::user_roles(&dm.roles);
         if !roles.is_empty() {
-            s.changes
-                .push(change("roles", None, Some(list_value(&roles))));
+            s.changes.push(change("roles", None, Some(list_value(&roles))));
         }
         if dm.failure_domain != "default" {
-            s.changes.push(change(
-                "failure_domain",
-                None,
-                Some(string(&dm.failure_domain)),
-            ));
+            s.changes.push(change("failure_domain", None, Some(string(&dm.failure_domain))));
         }
-        s.changes
-            .push(change("groups", None, Some(list_value(&dm.groups))));
-        diff_map(
-            "config",
-            &dm.config,
-            &ConfigMap::new(),
-            OWNED_RULES,
-            &mut s.changes,
-        );
-        diff_map(
-            "server_config",
-            &dm.server_config,
-            &ConfigMap::new(),
-            MapRules::MERGE,
-            &mut s.changes,
-        );
+        s.changes.push(change("groups", None, Some(list_value(&dm.groups))));
+        diff_map("config", &dm.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
+        diff_map("server_config", &dm.server_config, &ConfigMap::new(), MapRules::MERGE, &mut s.changes);
         for g in &dm.groups {
             self.dep(&mut s, Kind::ClusterGroup, g);
         }
@@ -1435,11 +1160,7 @@ impl<'a> Planner<'a> {
         let id = self.push(PhaseKind::Members, s);
         self.provide(Kind::Member, &dm.name, &id);
         if dm.ensure == MemberEnsure::Evacuated {
-            let mut e = Step::new(
-                oref,
-                Action::Evacuate,
-                "the fleet declares it `ensure: evacuated`",
-            );
+            let mut e = Step::new(oref, Action::Evacuate, "the fleet declares it `ensure: evacuated`");
             e.after(&id);
             let eid = self.push(PhaseKind::Members, e);
             self.provide(Kind::Member, &dm.name, &eid);
@@ -1449,24 +1170,9 @@ impl<'a> Planner<'a> {
     fn update_member(&mut self, dm: &'a Member, lm: &'a Member) {
         let oref = ObjectRef::global(Kind::Member, dm.name.clone());
         let mut changes = Vec::new();
-        diff_str(
-            "description",
-            &dm.description,
-            &lm.description,
-            &mut changes,
-        );
-        diff_set(
-            "roles",
-            &Self::user_roles(&dm.roles),
-            &Self::user_roles(&lm.roles),
-            &mut changes,
-        );
-        diff_str(
-            "failure_domain",
-            &dm.failure_domain,
-            &lm.failure_domain,
-            &mut changes,
-        );
+        diff_str("description", &dm.description, &lm.description, &mut changes);
+        diff_set("roles", &Self::user_roles(&dm.roles), &Self::user_roles(&lm.roles), &mut changes);
+        diff_str("failure_domain", &dm.failure_domain, &lm.failure_domain, &mut changes);
         diff_map("config", &dm.config, &lm.config, OWNED_RULES, &mut changes);
         diff_set("groups", &dm.groups, &lm.groups, &mut changes);
         if !changes.is_empty() {
@@ -1479,9 +1185,8 @@ impl<'a> Planner<'a> {
                 server_config: ConfigMap::new(),
                 ..dm.clone()
             };
-            let mut s = Step::new(oref.clone(), Action::Update, "differs from the fleet")
-                .wanting(&want)
-                .against(lm, true);
+            let mut s =
+                Step::new(oref.clone(), Action::Update, "differs from the fleet").wanting(&want).against(lm, true);
             s.changes = changes;
             for g in &dm.groups {
                 self.dep(&mut s, Kind::ClusterGroup, g);
@@ -1493,25 +1198,16 @@ impl<'a> Planner<'a> {
         let step = match (dm.ensure, status) {
             (MemberEnsure::Evacuated, Some("Evacuated")) => None,
             (MemberEnsure::Evacuated, _) => {
-                let mut e = Step::new(
-                    oref,
-                    Action::Evacuate,
-                    "the fleet declares it `ensure: evacuated`",
-                )
-                .against(lm, false);
+                let mut e =
+                    Step::new(oref, Action::Evacuate, "the fleet declares it `ensure: evacuated`").against(lm, false);
                 if status == Some("Offline") {
-                    e.flags
-                        .push(Flag::Blocked(format!("member `{}` is offline", dm.name)));
+                    e.flags.push(Flag::Blocked(format!("member `{}` is offline", dm.name)));
                 }
                 Some(e)
             }
             (MemberEnsure::Present, Some("Evacuated")) => Some(
-                Step::new(
-                    oref,
-                    Action::Restore,
-                    "evacuated, and the fleet declares it `ensure: present`",
-                )
-                .against(lm, false),
+                Step::new(oref, Action::Restore, "evacuated, and the fleet declares it `ensure: present`")
+                    .against(lm, false),
             ),
             _ => None,
         };
@@ -1552,15 +1248,11 @@ impl<'a> Planner<'a> {
                     let mut e = Step::new(
                         oref,
                         Action::Evacuate,
-                        format!(
-                            "evacuate before removal: it holds {} instance(s)",
-                            holds.len()
-                        ),
+                        format!("evacuate before removal: it holds {} instance(s)", holds.len()),
                     )
                     .against(lm, false);
                     if lm.status.as_deref() == Some("Offline") {
-                        e.flags
-                            .push(Flag::Blocked(format!("member `{}` is offline", lm.name)));
+                        e.flags.push(Flag::Blocked(format!("member `{}` is offline", lm.name)));
                     }
                     let eid = self.push(phase, e);
                     s.after(&eid);
@@ -1573,8 +1265,7 @@ impl<'a> Planner<'a> {
             }
         }
         let id = self.push(phase, s);
-        self.removals
-            .push((phase, self.phases[phase.index()].len() - 1));
+        self.removals.push((phase, self.phases[phase.index()].len() - 1));
         id
     }
 
@@ -1616,34 +1307,18 @@ impl<'a> Planner<'a> {
         want.location = None;
         want.status = None;
         want.base_image = None;
-        let mut s = Step::new(
-            oref.clone(),
-            Action::Create,
-            "declared in the fleet, not in LXD",
-        )
-        .wanting(&want);
-        s.changes.push(change(
-            "type",
-            None,
-            Some(string(di.instance_type.as_lxd())),
-        ));
+        let mut s = Step::new(oref.clone(), Action::Create, "declared in the fleet, not in LXD").wanting(&want);
+        s.changes.push(change("type", None, Some(string(di.instance_type.as_lxd()))));
         if let Some(img) = &di.image {
             s.changes.push(change("image", None, Some(string(img))));
         }
         if let Some(t) = &di.target {
             s.changes.push(change("target", None, Some(string(t))));
         }
-        s.changes
-            .push(change("profiles", None, Some(list_value(&di.profiles))));
+        s.changes.push(change("profiles", None, Some(list_value(&di.profiles))));
         diff_str("description", &di.description, "", &mut s.changes);
         diff_bool("ephemeral", di.ephemeral, false, &mut s.changes);
-        diff_map(
-            "config",
-            &di.config,
-            &ConfigMap::new(),
-            INSTANCE_RULES,
-            &mut s.changes,
-        );
+        diff_map("config", &di.config, &ConfigMap::new(), INSTANCE_RULES, &mut s.changes);
         diff_devices("devices", &di.devices, &Devices::new(), &mut s.changes);
         self.dep(&mut s, Kind::Project, &di.project);
         let pp = self.feature_project(&di.project, "features.profiles");
@@ -1657,11 +1332,7 @@ impl<'a> Planner<'a> {
         if let Some(t) = &di.target {
             if let Some(g) = t.strip_prefix('@') {
                 self.dep(&mut s, Kind::ClusterGroup, g);
-                let members: Vec<&str> = self
-                    .groups
-                    .get(g)
-                    .map(|m| m.iter().copied().collect())
-                    .unwrap_or_default();
+                let members: Vec<&str> = self.groups.get(g).map(|m| m.iter().copied().collect()).unwrap_or_default();
                 for m in members {
                     self.dep(&mut s, Kind::Member, m);
                 }
@@ -1704,35 +1375,18 @@ impl<'a> Planner<'a> {
         let ip = self.feature_project(&di.project, "features.images");
         let same_image = self.d.images.values().any(|img| {
             img.project == ip
-                && [want, have]
-                    .iter()
-                    .all(|n| img.name == **n || img.aliases.iter().any(|a| a.name == **n))
+                && [want, have].iter().all(|n| img.name == **n || img.aliases.iter().any(|a| a.name == **n))
         });
         !same_image
     }
 
     fn update_instance(&mut self, key: &'a str, di: &'a Instance, li: &'a Instance) {
         let mut changes = Vec::new();
-        diff_str(
-            "description",
-            &di.description,
-            &li.description,
-            &mut changes,
-        );
-        diff_map(
-            "config",
-            &di.config,
-            &li.config,
-            INSTANCE_RULES,
-            &mut changes,
-        );
+        diff_str("description", &di.description, &li.description, &mut changes);
+        diff_map("config", &di.config, &li.config, INSTANCE_RULES, &mut changes);
         diff_devices("devices", &di.devices, &li.devices, &mut changes);
         if di.profiles != li.profiles {
-            changes.push(change(
-                "profiles",
-                Some(list_value(&li.profiles)),
-                Some(list_value(&di.profiles)),
-            ));
+            changes.push(change("profiles", Some(list_value(&li.profiles)), Some(list_value(&di.profiles))));
         }
         diff_bool("ephemeral", di.ephemeral, li.ephemeral, &mut changes);
         let live_running = is_running(li);
@@ -1756,10 +1410,7 @@ impl<'a> Planner<'a> {
         }
 
         let oref = instance_ref(di);
-        let mut chain = Chain {
-            prev: None,
-            block: self.source_block(li.location.as_deref()),
-        };
+        let mut chain = Chain { prev: None, block: self.source_block(li.location.as_deref()) };
         let want = Instance {
             config: merged(&di.config, &li.config, INSTANCE_RULES),
             location: li.location.clone(),
@@ -1784,11 +1435,7 @@ impl<'a> Planner<'a> {
                 ));
             }
             if image_changed {
-                s.changes.push(change(
-                    "image",
-                    li.image.as_deref().map(string),
-                    di.image.as_deref().map(string),
-                ));
+                s.changes.push(change("image", li.image.as_deref().map(string), di.image.as_deref().map(string)));
             }
             s.changes.extend(changes);
             s.flags.push(Flag::ReplaceNeeded);
@@ -1799,11 +1446,7 @@ impl<'a> Planner<'a> {
         // Where the instance's member is evacuated, it is not started there.
         let start_block = li.location.as_deref().and_then(|m| {
             let evacuated = self.live_status(m) == Some("Evacuated")
-                || self
-                    .d
-                    .members
-                    .get(m)
-                    .is_some_and(|dm| dm.ensure != MemberEnsure::Present);
+                || self.d.members.get(m).is_some_and(|dm| dm.ensure != MemberEnsure::Present);
             evacuated.then(|| format!("member `{m}` is evacuated"))
         });
         let mut running = live_running;
@@ -1811,8 +1454,7 @@ impl<'a> Planner<'a> {
 
         // Desired stopped: stop first, so updates and moves happen on a stopped instance.
         if running && !want_running {
-            let s = Step::new(oref.clone(), Action::Stop, "the fleet declares it stopped")
-                .against(li, false);
+            let s = Step::new(oref.clone(), Action::Stop, "the fleet declares it stopped").against(li, false);
             self.emit(&mut chain, s, &[]);
             running = false;
         }
@@ -1838,27 +1480,21 @@ impl<'a> Planner<'a> {
                     .filter(|k| instance_key_needs_restart(k))
                     .collect()
             };
-            let mut s = Step::new(oref.clone(), Action::Update, "differs from the fleet")
-                .wanting(&want)
-                .against(li, true);
+            let mut s =
+                Step::new(oref.clone(), Action::Update, "differs from the fleet").wanting(&want).against(li, true);
             if !restart_keys.is_empty() {
                 let keys = restart_keys.join(", ");
                 if self.policy.allow_restart {
                     s.flags.push(Flag::RestartNeeded);
                     if vm {
-                        s.reason = format!("differs from the fleet; a running VM cannot change {keys}: stop, update, start");
-                        let stop = Step::new(
-                            oref.clone(),
-                            Action::Stop,
-                            format!("a running VM cannot change {keys}"),
-                        )
-                        .against(li, false);
+                        s.reason =
+                            format!("differs from the fleet; a running VM cannot change {keys}: stop, update, start");
+                        let stop = Step::new(oref.clone(), Action::Stop, format!("a running VM cannot change {keys}"))
+                            .against(li, false);
                         self.emit(&mut chain, stop, &[]);
                         running = false;
                     } else {
-                        s.reason = format!(
-                            "differs from the fleet; {keys} take(s) effect after a restart"
-                        );
+                        s.reason = format!("differs from the fleet; {keys} take(s) effect after a restart");
                         need_restart = true;
                     }
                 } else {
@@ -1877,18 +1513,11 @@ impl<'a> Planner<'a> {
             let mut s = Step::new(
                 oref.clone(),
                 Action::Move,
-                format!(
-                    "runs on `{}`, the fleet places it on `{to}`",
-                    li.location.as_deref().unwrap_or("?")
-                ),
+                format!("runs on `{}`, the fleet places it on `{to}`", li.location.as_deref().unwrap_or("?")),
             )
             .wanting(&want)
             .against(li, true);
-            s.changes.push(change(
-                "location",
-                li.location.as_deref().map(string),
-                Some(string(to)),
-            ));
+            s.changes.push(change("location", li.location.as_deref().map(string), Some(string(to))));
             if !self.policy.allow_move {
                 s.flags.push(Flag::MoveHeld);
                 self.emit(&mut chain, s, &[]);
@@ -1900,8 +1529,7 @@ impl<'a> Planner<'a> {
                 }
                 if running && s.runs() {
                     // Containers cannot move live without CRIU: stop, move, start.
-                    let stop =
-                        Step::new(oref.clone(), Action::Stop, "stop to move it").against(li, false);
+                    let stop = Step::new(oref.clone(), Action::Stop, "stop to move it").against(li, false);
                     self.emit(&mut chain, stop, &[]);
                     running = false;
                 }
@@ -1911,11 +1539,7 @@ impl<'a> Planner<'a> {
 
         let mut extra = profile_restart.unwrap_or_default();
         if want_running && !running {
-            let reason = if live_running {
-                "start it again"
-            } else {
-                "the fleet declares it running"
-            };
+            let reason = if live_running { "start it again" } else { "the fleet declares it running" };
             let mut s = Step::new(oref, Action::Start, reason).against(li, false);
             if let Some(b) = &start_block {
                 s.flags.push(Flag::Blocked(b.clone()));
@@ -1944,25 +1568,15 @@ impl<'a> Planner<'a> {
             let oref = ObjectRef::global(Kind::Certificate, name.clone());
             match pair {
                 Pair::Desired(dc) => {
-                    let mut s = Step::new(
-                        oref,
-                        Action::Create,
-                        "declared in the fleet, not in the trust store",
-                    )
-                    .wanting(&Certificate {
-                        certificate_file: None,
-                        ..dc.clone()
-                    });
-                    s.changes
-                        .push(change("type", None, Some(to_value(&dc.cert_type))));
+                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in the trust store")
+                        .wanting(&Certificate { certificate_file: None, ..dc.clone() });
+                    s.changes.push(change("type", None, Some(to_value(&dc.cert_type))));
                     diff_bool("restricted", dc.restricted, false, &mut s.changes);
                     if !dc.projects.is_empty() {
-                        s.changes
-                            .push(change("projects", None, Some(list_value(&dc.projects))));
+                        s.changes.push(change("projects", None, Some(list_value(&dc.projects))));
                     }
                     if !dc.fingerprint.is_empty() {
-                        s.changes
-                            .push(change("fingerprint", None, Some(string(&dc.fingerprint))));
+                        s.changes.push(change("fingerprint", None, Some(string(&dc.fingerprint))));
                     }
                     for p in &dc.projects {
                         self.dep(&mut s, Kind::Project, p);
@@ -1972,11 +1586,7 @@ impl<'a> Planner<'a> {
                 Pair::Both(dc, lc) => {
                     let mut changes = Vec::new();
                     if dc.cert_type != lc.cert_type {
-                        changes.push(change(
-                            "type",
-                            Some(to_value(&lc.cert_type)),
-                            Some(to_value(&dc.cert_type)),
-                        ));
+                        changes.push(change("type", Some(to_value(&lc.cert_type)), Some(to_value(&dc.cert_type))));
                     }
                     diff_bool("restricted", dc.restricted, lc.restricted, &mut changes);
                     diff_set("projects", &dc.projects, &lc.projects, &mut changes);
@@ -2005,10 +1615,7 @@ impl<'a> Planner<'a> {
                         "differs from the fleet".to_string()
                     };
                     let mut s = Step::new(oref, Action::Update, reason)
-                        .wanting(&Certificate {
-                            certificate_file: None,
-                            ..dc.clone()
-                        })
+                        .wanting(&Certificate { certificate_file: None, ..dc.clone() })
                         .against(lc, true);
                     if lc.cert_type == CertificateType::Server {
                         s.flags.push(Flag::Blocked(format!(
@@ -2035,11 +1642,7 @@ impl<'a> Planner<'a> {
     fn snap(&mut self) {
         let (d, l) = (self.d, self.l);
         let defaults = self.spec.snap.as_ref();
-        let absent = |m: &str| {
-            d.members
-                .get(m)
-                .is_some_and(|dm| dm.ensure == MemberEnsure::Absent)
-        };
+        let absent = |m: &str| d.members.get(m).is_some_and(|dm| dm.ensure == MemberEnsure::Absent);
         let mut members: BTreeSet<&'a str> = d.snap.keys().map(String::as_str).collect();
         if defaults.is_some() {
             if d.members.is_empty() {
@@ -2054,9 +1657,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let doc = d.snap.get(m);
-            let channel = doc
-                .and_then(|s| s.channel.as_ref())
-                .or_else(|| defaults.and_then(|x| x.channel.as_ref()));
+            let channel = doc.and_then(|s| s.channel.as_ref()).or_else(|| defaults.and_then(|x| x.channel.as_ref()));
             let mut config = defaults.map(|x| x.config.clone()).unwrap_or_default();
             if let Some(doc) = doc {
                 config.extend(doc.config.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -2079,11 +1680,7 @@ impl<'a> Planner<'a> {
             let mut flags = Vec::new();
             if let Some(want) = channel {
                 if ls.channel.as_deref() != Some(want.as_str()) {
-                    changes.push(change(
-                        "channel",
-                        ls.channel.as_deref().map(string),
-                        Some(string(want)),
-                    ));
+                    changes.push(change("channel", ls.channel.as_deref().map(string), Some(string(want))));
                     if let Some(have) = &ls.channel {
                         let (wt, ht) = (channel_track(want), channel_track(have));
                         if track_cmp(wt, ht) == Some(Ordering::Less) {
@@ -2098,11 +1695,7 @@ impl<'a> Planner<'a> {
             if changes.is_empty() {
                 continue;
             }
-            let keys = || {
-                changes
-                    .iter()
-                    .filter_map(|c| c.path.strip_prefix("config."))
-            };
+            let keys = || changes.iter().filter_map(|c| c.path.strip_prefix("config."));
             if keys().any(|k| SNAP_RELOAD_PREFIXES.iter().any(|p| k.starts_with(p))) {
                 flags.push(Flag::ReloadNeeded);
             }
@@ -2121,8 +1714,7 @@ impl<'a> Planner<'a> {
             } else {
                 "differs from the fleet; members are changed one at a time"
             };
-            let mut s =
-                Step::new(ObjectRef::global(Kind::Snap, m), Action::Update, reason).wanting(&want);
+            let mut s = Step::new(ObjectRef::global(Kind::Snap, m), Action::Update, reason).wanting(&want);
             if !joining {
                 s = s.against(ls, true);
             }
@@ -2147,12 +1739,7 @@ impl<'a> Planner<'a> {
         let inventory: BTreeSet<&str> = l
             .server_config
             .get(INVENTORY_KEY)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
         const P: PhaseKind = PhaseKind::Prune;
         // Deleted objects (`Kind/key`) and the delete steps that free each dependency.
@@ -2176,10 +1763,7 @@ impl<'a> Planner<'a> {
                 }
                 if let Some(n) = props.get("network") {
                     let np = me.feature_project(project, "features.networks");
-                    by_network
-                        .entry(pkey(np, n))
-                        .or_default()
-                        .push(id.to_string());
+                    by_network.entry(pkey(np, n)).or_default().push(id.to_string());
                 }
             }
         };
@@ -2193,19 +1777,14 @@ impl<'a> Planner<'a> {
             let mut prev = None;
             if is_running(li) {
                 // LXD refuses to delete a running instance.
-                let mut s = Step::new(instance_ref(li), Action::Stop, "stop before deleting")
-                    .against(li, false);
+                let mut s = Step::new(instance_ref(li), Action::Stop, "stop before deleting").against(li, false);
                 if let Some(b) = &block {
                     s.flags.push(Flag::Blocked(b.clone()));
                 }
                 prev = Some(self.push(P, s));
             }
-            let mut s = Step::new(
-                instance_ref(li),
-                Action::Delete,
-                "owned by this fleet and no longer declared",
-            )
-            .against(li, true);
+            let mut s = Step::new(instance_ref(li), Action::Delete, "owned by this fleet and no longer declared")
+                .against(li, true);
             if let Some(b) = block {
                 s.flags.push(Flag::Blocked(b));
             }
@@ -2217,18 +1796,8 @@ impl<'a> Planner<'a> {
             for p in &li.profiles {
                 by_profile.entry(pkey(pp, p)).or_default().push(id.clone());
             }
-            refs(
-                self,
-                &li.project,
-                &li.devices,
-                &id,
-                &mut by_pool,
-                &mut by_network,
-            );
-            by_project
-                .entry(li.project.clone())
-                .or_default()
-                .push(id.clone());
+            refs(self, &li.project, &li.devices, &id, &mut by_pool, &mut by_network);
+            by_project.entry(li.project.clone()).or_default().push(id.clone());
             if let Some(m) = &li.location {
                 by_member.entry(m.clone()).or_default().push(id.clone());
             }
@@ -2276,11 +1845,8 @@ impl<'a> Planner<'a> {
             }
         }
         for (key, lp) in pruned_profiles {
-            let users: Vec<&str> = self
-                .profile_users(&key)
-                .into_iter()
-                .filter(|k| !gone_instances.contains(*k))
-                .collect();
+            let users: Vec<&str> =
+                self.profile_users(&key).into_iter().filter(|k| !gone_instances.contains(*k)).collect();
             let mut s = Step::new(
                 ObjectRef::in_project(Kind::Profile, lp.project.clone(), lp.name.clone()),
                 Action::Delete,
@@ -2291,20 +1857,10 @@ impl<'a> Planner<'a> {
                 s.after(id);
             }
             if !users.is_empty() {
-                s.flags.push(Flag::Blocked(format!(
-                    "still used by instances: {}",
-                    name_list(&users, 10)
-                )));
+                s.flags.push(Flag::Blocked(format!("still used by instances: {}", name_list(&users, 10))));
             }
             let id = self.push(P, s);
-            refs(
-                self,
-                &lp.project,
-                &lp.devices,
-                &id,
-                &mut by_pool,
-                &mut by_network,
-            );
+            refs(self, &lp.project, &lp.devices, &id, &mut by_pool, &mut by_network);
             by_project.entry(lp.project.clone()).or_default().push(id);
             gone.insert(format!("Profile/{key}"));
         }
@@ -2394,14 +1950,8 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let deps = by_member.get(&lm.name).cloned().unwrap_or_default();
-            let id = self.remove_member(
-                lm,
-                false,
-                P,
-                "joined by this fleet and no longer declared",
-                &gone_instances,
-                &deps,
-            );
+            let id =
+                self.remove_member(lm, false, P, "joined by this fleet and no longer declared", &gone_instances, &deps);
             member_removals.push((lm, id));
         }
 
@@ -2438,12 +1988,7 @@ impl<'a> Planner<'a> {
             .certificates
             .keys()
             .map(|n| format!("Certificate/{n}"))
-            .chain(
-                d.groups
-                    .keys()
-                    .filter(|g| *g != "default")
-                    .map(|g| format!("ClusterGroup/{g}")),
-            )
+            .chain(d.groups.keys().filter(|g| *g != "default").map(|g| format!("ClusterGroup/{g}")))
             .collect();
         for e in &inventory {
             let still_live = match e.split_once('/') {
@@ -2474,17 +2019,12 @@ impl<'a> Planner<'a> {
     }
 
     fn deletion_guard(&mut self) {
-        let n = self
-            .phases
-            .iter()
-            .flatten()
-            .filter(|s| matches!(s.action, Action::Delete | Action::RemoveMember))
-            .count();
+        let n =
+            self.phases.iter().flatten().filter(|s| matches!(s.action, Action::Delete | Action::RemoveMember)).count();
         let max = self.policy.max_deletions;
         if n > max as usize {
-            self.blocked.push(format!(
-                "refusing: this plan deletes {n} objects, more than policy.max_deletions = {max}"
-            ));
+            self.blocked
+                .push(format!("refusing: this plan deletes {n} objects, more than policy.max_deletions = {max}"));
         }
     }
 }

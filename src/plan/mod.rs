@@ -15,8 +15,7 @@ pub mod render;
 
 pub use diff::plan;
 pub use model::{
-    digest, Action, FieldChange, Flag, Phase, PhaseKind, Plan, PlanFormatError, Step, Summary,
-    PLAN_FORMAT_VERSION,
+    digest, Action, FieldChange, Flag, Phase, PhaseKind, Plan, PlanFormatError, Step, Summary, PLAN_FORMAT_VERSION,
 };
 
 #[cfg(test)]

@@ -269,25 +269,16 @@ pub enum Flag {
 impl Flag {
     /// Whether the executor must skip a step carrying this flag.
     pub fn skips_step(&self) -> bool {
-        matches!(
-            self,
-            Flag::RestartHeld | Flag::ReplaceNeeded | Flag::MoveHeld | Flag::Blocked(_)
-        )
+        matches!(self, Flag::RestartHeld | Flag::ReplaceNeeded | Flag::MoveHeld | Flag::Blocked(_))
     }
 
     /// A short label for humans.
     pub fn label(&self) -> String {
         match self {
-            Flag::RestartNeeded => {
-                "restart needed: the plan restarts (policy.allow_restart)".into()
-            }
-            Flag::RestartHeld => {
-                "restart needed but policy.allow_restart is false: held, not applied".into()
-            }
+            Flag::RestartNeeded => "restart needed: the plan restarts (policy.allow_restart)".into(),
+            Flag::RestartHeld => "restart needed but policy.allow_restart is false: held, not applied".into(),
             Flag::ReplaceNeeded => "replace needed: recreate it by hand; not applied".into(),
-            Flag::MoveHeld => {
-                "move needed but policy.allow_move is false: held, not applied".into()
-            }
+            Flag::MoveHeld => "move needed but policy.allow_move is false: held, not applied".into(),
             Flag::Blocked(r) => format!("blocked: {r}"),
             Flag::ReloadNeeded => "takes effect after an LXD daemon reload".into(),
             Flag::RebootNeeded => "takes effect after a host reboot".into(),
@@ -387,9 +378,7 @@ impl Plan {
         let v: VersionOnly = serde_json::from_str(text)?;
         match v.version {
             None => Err(PlanFormatError::NoVersion),
-            Some(n) if n != u64::from(PLAN_FORMAT_VERSION) => {
-                Err(PlanFormatError::Version { found: n })
-            }
+            Some(n) if n != u64::from(PLAN_FORMAT_VERSION) => Err(PlanFormatError::Version { found: n }),
             Some(_) => Ok(serde_json::from_str(text)?),
         }
     }
@@ -413,9 +402,7 @@ pub fn digest<T: Serialize + ?Sized>(value: &T) -> String {
     }
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, HashWriter(Sha256::new()));
     serde_json::to_writer(&mut w, value).expect("model values always serialize");
-    let w = w
-        .into_inner()
-        .unwrap_or_else(|_| unreachable!("hashing cannot fail"));
+    let w = w.into_inner().unwrap_or_else(|_| unreachable!("hashing cannot fail"));
     hex::encode(w.0.finalize())
 }
 
@@ -440,10 +427,7 @@ mod tests {
                         after: None,
                     }],
                     reason: "drift".into(),
-                    flags: vec![
-                        Flag::Blocked("member n1 is offline".into()),
-                        Flag::RestartHeld,
-                    ],
+                    flags: vec![Flag::Blocked("member n1 is offline".into()), Flag::RestartHeld],
                     depends_on: vec![],
                     etag: Some("abc".into()),
                     live_digest: None,
@@ -484,29 +468,15 @@ mod tests {
         let mut v: Value = serde_json::from_str(&sample().to_json()).unwrap();
         v["version"] = 2.into();
         let err = Plan::from_json(&v.to_string()).unwrap_err();
-        assert!(
-            err.to_string().contains("version 2 is not supported"),
-            "{err}"
-        );
-        assert!(matches!(
-            Plan::from_json("{}"),
-            Err(PlanFormatError::NoVersion)
-        ));
+        assert!(err.to_string().contains("version 2 is not supported"), "{err}");
+        assert!(matches!(Plan::from_json("{}"), Err(PlanFormatError::NoVersion)));
     }
 
     #[test]
     fn counts_and_emptiness() {
         let p = sample();
         assert!(!p.is_empty());
-        assert_eq!(
-            p.counts(),
-            Summary {
-                create: 0,
-                update: 1,
-                delete: 0,
-                other: 0
-            }
-        );
+        assert_eq!(p.counts(), Summary { create: 0, update: 1, delete: 0, other: 0 });
         assert!(!p.steps().next().unwrap().runs());
         assert_eq!(Action::RemoveMember.category(), Category::Delete);
     }

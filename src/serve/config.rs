@@ -336,6 +336,20 @@ impl Ctx<'_> {
 }
 
 impl Config {
+    /// The daemon needs somewhere to read the fleet from; one-shot commands
+    /// (`plan`, `apply`) only use the cluster and snapd sections.
+    pub fn require_source(&self) -> Result<(), ConfigError> {
+        if self.repo.is_none() && self.watch_dir.is_none() {
+            return Err(ConfigError {
+                file: self.file.display().to_string(),
+                line: 1,
+                column: 1,
+                message: "`repo` is required (or `watch_dir` for development)".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads and resolves the file at `path`, reading secret files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -409,9 +423,6 @@ fn resolve(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         if !w.is_dir() {
             return Err(ctx.value_err("/watch_dir", format!("{} is not a directory", w.display())));
         }
-    }
-    if repo.is_none() && watch_dir.is_none() {
-        return Err(ctx.value_err("", "`repo` is required (or `watch_dir` for development)"));
     }
 
     let poll_interval = match &raw.poll_interval {
@@ -684,7 +695,6 @@ clusters:
             ("repo: {url: /x}\nlog_format: xml\n", (2, 13), "unknown variant"),
             ("repo:\n  url: /x\n  auth: {ssh_key_file: k}\n", (3, 10), "known_hosts_file"),
             ("repo: {url: /x}\nclusters:\n  lab:\n    suspended: maybe\n", (4, 16), "invalid type"),
-            ("poll_interval: 1m\n", (1, 1), "`repo` is required"),
         ];
         for (text, (line, column), needle) in cases {
             let err = parse_in(dir.path(), text).unwrap_err();
@@ -692,6 +702,15 @@ clusters:
             assert_eq!((err.line, err.column), (*line, *column), "{text:?}: {err}");
             assert!(err.to_string().starts_with("config.yaml:"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_daemon_needs_a_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse_in(dir.path(), "poll_interval: 1m\n").unwrap();
+        let err = c.require_source().unwrap_err();
+        assert!(err.message.contains("`repo` is required"), "{err}");
+        assert!(parse_in(dir.path(), "watch_dir: .\n").unwrap().require_source().is_ok());
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod reconciler;
 pub mod schedule;
 pub mod triggers;

@@ -205,11 +205,7 @@ pub struct RequestContext {
 
 impl fmt::Display for RequestContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "snapd of member {} via {}: {} {}",
-            self.member, self.transport, self.method, self.path
-        )
+        write!(f, "snapd of member {} via {}: {} {}", self.member, self.transport, self.method, self.path)
     }
 }
 
@@ -218,63 +214,32 @@ impl fmt::Display for RequestContext {
 pub enum SnapError {
     /// The transport could not be opened (no socket, ssh failed).
     #[error("snapd of member {member}: {source}")]
-    Transport {
-        member: String,
-        source: TransportError,
-    },
+    Transport { member: String, source: TransportError },
     /// Connecting, sending or reading failed, or the request timed out.
     #[error("{ctx}: {detail}")]
-    Io {
-        ctx: Box<RequestContext>,
-        detail: String,
-    },
+    Io { ctx: Box<RequestContext>, detail: String },
     /// snapd answered something that is not one of its envelopes.
     #[error("{ctx}: unexpected answer (HTTP {status}): {detail}")]
-    Protocol {
-        ctx: Box<RequestContext>,
-        status: u16,
-        detail: String,
-    },
+    Protocol { ctx: Box<RequestContext>, status: u16, detail: String },
     /// 404 `snap-not-found`: the snap is not installed on the member.
     #[error("{ctx}: snap {snap:?} is not installed on this member (snapd: {message})")]
-    NotInstalled {
-        ctx: Box<RequestContext>,
-        snap: String,
-        message: String,
-    },
+    NotInstalled { ctx: Box<RequestContext>, snap: String, message: String },
     /// 409 `snap-change-conflict`: another change on the snap is in progress
     /// (maybe an auto-refresh); try again after it is ready.
     #[error("{ctx}: another change is in progress on the snap{} (409 snap-change-conflict: {message})",
         change_kind.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]
-    Conflict {
-        ctx: Box<RequestContext>,
-        change_kind: Option<String>,
-        message: String,
-    },
+    Conflict { ctx: Box<RequestContext>, change_kind: Option<String>, message: String },
     /// Any other error envelope.
     #[error("{ctx}: snapd answered {status} ({kind}): {message}")]
-    Api {
-        ctx: Box<RequestContext>,
-        status: u16,
-        kind: SnapdErrorKind,
-        message: String,
-    },
+    Api { ctx: Box<RequestContext>, status: u16, kind: SnapdErrorKind, message: String },
     /// The change became ready in a status other than `Done`.
     #[error("{ctx}: change {} ({}: {}) ended {}: {}{}", change.id, change.kind, change.summary,
         change.status, change.err.as_deref().unwrap_or("no error text from snapd"),
         failed_list(&change.failed_tasks()))]
-    ChangeFailed {
-        ctx: Box<RequestContext>,
-        change: Box<Change>,
-    },
+    ChangeFailed { ctx: Box<RequestContext>, change: Box<Change> },
     /// The change was not ready within the time given.
     #[error("{ctx}: change {id} not ready after {waited:?} (last status {last_status})")]
-    ChangeTimeout {
-        ctx: Box<RequestContext>,
-        id: ChangeId,
-        waited: Duration,
-        last_status: ChangeStatus,
-    },
+    ChangeTimeout { ctx: Box<RequestContext>, id: ChangeId, waited: Duration, last_status: ChangeStatus },
 }
 
 fn failed_list(tasks: &[String]) -> String {
@@ -327,10 +292,7 @@ struct ErrorResult {
 }
 
 /// Path segments and query values: keep what snapd's names use, encode the rest.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_');
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
 fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
@@ -348,18 +310,9 @@ pub struct SnapdClient {
 impl SnapdClient {
     /// Opens `transport` (starting the SSH forward if needed) for `member`.
     pub async fn connect(member: &str, transport: &Transport) -> Result<SnapdClient, SnapError> {
-        let endpoint = transport
-            .open()
-            .await
-            .map_err(|source| SnapError::Transport {
-                member: member.to_string(),
-                source,
-            })?;
-        Ok(SnapdClient::with_endpoint(
-            member,
-            &transport.to_string(),
-            endpoint,
-        ))
+        let endpoint =
+            transport.open().await.map_err(|source| SnapError::Transport { member: member.to_string(), source })?;
+        Ok(SnapdClient::with_endpoint(member, &transport.to_string(), endpoint))
     }
 
     /// A client over an already opened endpoint; `transport` names it in errors.
@@ -408,11 +361,7 @@ impl SnapdClient {
     /// not set are left out of the map** rather than failing the call. (snapd fails
     /// the whole request with 400 `option-not-found` at the first unset key; on that
     /// answer this reads the whole document once and picks the keys from it.)
-    pub async fn get_conf(
-        &self,
-        snap: &str,
-        keys: &[&str],
-    ) -> Result<BTreeMap<String, Value>, SnapError> {
+    pub async fn get_conf(&self, snap: &str, keys: &[&str]) -> Result<BTreeMap<String, Value>, SnapError> {
         let base = format!("/v2/snaps/{}/conf", enc(snap));
         if keys.is_empty() {
             return self.conf_document(&base).await;
@@ -422,15 +371,9 @@ impl SnapdClient {
         let ctx = self.ctx(Method::GET, &path);
         match self.sync(&ctx, Method::GET, &path, None).await {
             Ok(v) => object(&ctx, v),
-            Err(SnapError::Api {
-                kind: SnapdErrorKind::OptionNotFound,
-                ..
-            }) => {
+            Err(SnapError::Api { kind: SnapdErrorKind::OptionNotFound, .. }) => {
                 let doc = Value::Object(self.conf_document(&base).await?.into_iter().collect());
-                Ok(keys
-                    .iter()
-                    .filter_map(|k| lookup(&doc, k).map(|v| (k.to_string(), v.clone())))
-                    .collect())
+                Ok(keys.iter().filter_map(|k| lookup(&doc, k).map(|v| (k.to_string(), v.clone()))).collect())
             }
             Err(e) => Err(e),
         }
@@ -445,19 +388,12 @@ impl SnapdClient {
     /// `PUT /v2/snaps/<snap>/conf`: sets each key to its string value, unsets keys
     /// mapped to `None` (JSON `null`). Returns the `configure-snap` change; the new
     /// values are visible once it is `Done`.
-    pub async fn set_conf(
-        &self,
-        snap: &str,
-        values: &BTreeMap<String, Option<String>>,
-    ) -> Result<ChangeId, SnapError> {
+    pub async fn set_conf(&self, snap: &str, values: &BTreeMap<String, Option<String>>) -> Result<ChangeId, SnapError> {
         let path = format!("/v2/snaps/{}/conf", enc(snap));
-        let body: serde_json::Map<String, Value> = values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
-            .collect();
+        let body: serde_json::Map<String, Value> =
+            values.iter().map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String))).collect();
         let ctx = self.ctx(Method::PUT, &path);
-        self.async_change(&ctx, Method::PUT, &path, Value::Object(body))
-            .await
+        self.async_change(&ctx, Method::PUT, &path, Value::Object(body)).await
     }
 
     /// `POST /v2/snaps/<snap> {"action":"refresh","channel":…}`: refreshes to (and
@@ -469,10 +405,7 @@ impl SnapdClient {
         let ctx = self.ctx(Method::POST, &path);
         match self.async_change(&ctx, Method::POST, &path, body).await {
             Ok(id) => Ok(Some(id)),
-            Err(SnapError::Api {
-                kind: SnapdErrorKind::SnapNoUpdateAvailable,
-                ..
-            }) => Ok(None),
+            Err(SnapError::Api { kind: SnapdErrorKind::SnapNoUpdateAvailable, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -499,10 +432,7 @@ impl SnapdClient {
                     return Ok(change);
                 }
                 let path = format!("/v2/changes/{}", enc(&id.0));
-                return Err(SnapError::ChangeFailed {
-                    ctx: self.ctx(Method::GET, &path),
-                    change: Box::new(change),
-                });
+                return Err(SnapError::ChangeFailed { ctx: self.ctx(Method::GET, &path), change: Box::new(change) });
             }
             let elapsed = started.elapsed();
             if elapsed >= timeout {
@@ -524,14 +454,7 @@ impl SnapdClient {
     pub async fn abort_change(&self, id: &ChangeId) -> Result<Change, SnapError> {
         let path = format!("/v2/changes/{}", enc(&id.0));
         let ctx = self.ctx(Method::POST, &path);
-        let v = self
-            .sync(
-                &ctx,
-                Method::POST,
-                &path,
-                Some(serde_json::json!({"action": "abort"})),
-            )
-            .await?;
+        let v = self.sync(&ctx, Method::POST, &path, Some(serde_json::json!({"action": "abort"}))).await?;
         serde_json::from_value(v).map_err(|e| protocol(&ctx, 200, format!("change: {e}")))
     }
 
@@ -555,11 +478,7 @@ impl SnapdClient {
     ) -> Result<Value, SnapError> {
         match self.call(ctx, method, path, body).await? {
             Answer::Sync(v) => Ok(v),
-            Answer::Async(id) => Err(protocol(
-                ctx,
-                202,
-                format!("expected a sync answer, got async change {id}"),
-            )),
+            Answer::Async(id) => Err(protocol(ctx, 202, format!("expected a sync answer, got async change {id}"))),
         }
     }
 
@@ -572,11 +491,7 @@ impl SnapdClient {
     ) -> Result<ChangeId, SnapError> {
         match self.call(ctx, method, path, Some(body)).await? {
             Answer::Async(id) => Ok(id),
-            Answer::Sync(_) => Err(protocol(
-                ctx,
-                200,
-                "expected an async answer with a change id, got sync".into(),
-            )),
+            Answer::Sync(_) => Err(protocol(ctx, 200, "expected an async answer with a change id, got sync".into())),
         }
     }
 
@@ -591,9 +506,7 @@ impl SnapdClient {
         let (status, bytes) = match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(Ok(r)) => r,
             Ok(Err(detail)) => return Err(self.io(ctx, detail)),
-            Err(_) => {
-                return Err(self.io(ctx, format!("no answer within {:?}", self.request_timeout)))
-            }
+            Err(_) => return Err(self.io(ctx, format!("no answer within {:?}", self.request_timeout))),
         };
         parse_envelope(ctx, status, &bytes)
     }
@@ -603,19 +516,11 @@ impl SnapdClient {
             Some(d) => format!("{detail}; ssh said: {d}"),
             None => detail,
         };
-        SnapError::Io {
-            ctx: Box::new(ctx.clone()),
-            detail,
-        }
+        SnapError::Io { ctx: Box::new(ctx.clone()), detail }
     }
 
     /// One HTTP/1.1 request on a fresh connection to the endpoint's socket.
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    async fn exchange(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Bytes), String> {
         let socket = self.endpoint.socket();
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -636,29 +541,16 @@ impl SnapdClient {
             .uri(path)
             // Go's HTTP server (snapd) rejects HTTP/1.1 requests without a Host.
             .header(hyper::header::HOST, "localhost")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("lxd-gitops/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(hyper::header::USER_AGENT, concat!("lxd-gitops/", env!("CARGO_PKG_VERSION")))
             .header(hyper::header::ACCEPT, "application/json");
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|e| format!("building request: {e}"))?;
+        let req = req.body(Full::new(payload)).map_err(|e| format!("building request: {e}"))?;
         let result = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| format!("sending request: {e}"))?;
+            let resp = sender.send_request(req).await.map_err(|e| format!("sending request: {e}"))?;
             let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("reading answer: {e}"))?
-                .to_bytes();
+            let bytes = resp.into_body().collect().await.map_err(|e| format!("reading answer: {e}"))?.to_bytes();
             Ok((status, bytes))
         }
         .await;
@@ -668,11 +560,7 @@ impl SnapdClient {
 }
 
 fn protocol(ctx: &RequestContext, status: u16, detail: String) -> SnapError {
-    SnapError::Protocol {
-        ctx: Box::new(ctx.clone()),
-        status,
-        detail,
-    }
+    SnapError::Protocol { ctx: Box::new(ctx.clone()), status, detail }
 }
 
 fn object(ctx: &RequestContext, v: Value) -> Result<BTreeMap<String, Value>, SnapError> {
@@ -680,41 +568,21 @@ fn object(ctx: &RequestContext, v: Value) -> Result<BTreeMap<String, Value>, Sna
         Value::Object(m) => Ok(m.into_iter().collect()),
         // snapd answers `null` for a snap with no configuration on some versions.
         Value::Null => Ok(BTreeMap::new()),
-        other => Err(protocol(
-            ctx,
-            200,
-            format!("expected a JSON object, got {other}"),
-        )),
+        other => Err(protocol(ctx, 200, format!("expected a JSON object, got {other}"))),
     }
 }
 
-fn parse_envelope(
-    ctx: &RequestContext,
-    status: StatusCode,
-    bytes: &[u8],
-) -> Result<Answer, SnapError> {
+fn parse_envelope(ctx: &RequestContext, status: StatusCode, bytes: &[u8]) -> Result<Answer, SnapError> {
     let env: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-        protocol(
-            ctx,
-            status.as_u16(),
-            format!("not a snapd envelope ({e}): {text:?}"),
-        )
+        protocol(ctx, status.as_u16(), format!("not a snapd envelope ({e}): {text:?}"))
     })?;
-    let code = if env.status_code != 0 {
-        env.status_code
-    } else {
-        status.as_u16()
-    };
+    let code = if env.status_code != 0 { env.status_code } else { status.as_u16() };
     match env.kind.as_str() {
         "sync" => Ok(Answer::Sync(env.result)),
         "async" => match env.change {
             Some(id) if !id.is_empty() => Ok(Answer::Async(ChangeId(id))),
-            _ => Err(protocol(
-                ctx,
-                code,
-                "async answer without a change id".into(),
-            )),
+            _ => Err(protocol(ctx, code, "async answer without a change id".into())),
         },
         "error" => {
             let er: ErrorResult = serde_json::from_value(env.result).unwrap_or(ErrorResult {
@@ -726,44 +594,23 @@ fn parse_envelope(
             Err(match kind {
                 SnapdErrorKind::SnapNotFound => SnapError::NotInstalled {
                     ctx: Box::new(ctx.clone()),
-                    snap: er
-                        .value
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| snap_of_path(&ctx.path)),
+                    snap: er.value.as_str().map(str::to_string).unwrap_or_else(|| snap_of_path(&ctx.path)),
                     message: er.message,
                 },
                 SnapdErrorKind::SnapChangeConflict => SnapError::Conflict {
                     ctx: Box::new(ctx.clone()),
-                    change_kind: er
-                        .value
-                        .get("change-kind")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    change_kind: er.value.get("change-kind").and_then(Value::as_str).map(str::to_string),
                     message: er.message,
                 },
-                kind => SnapError::Api {
-                    ctx: Box::new(ctx.clone()),
-                    status: code,
-                    kind,
-                    message: er.message,
-                },
+                kind => SnapError::Api { ctx: Box::new(ctx.clone()), status: code, kind, message: er.message },
             })
         }
-        other => Err(protocol(
-            ctx,
-            code,
-            format!("unknown envelope type {other:?}"),
-        )),
+        other => Err(protocol(ctx, code, format!("unknown envelope type {other:?}"))),
     }
 }
 
 fn snap_of_path(path: &str) -> String {
-    path.trim_start_matches("/v2/snaps/")
-        .split(['/', '?'])
-        .next()
-        .unwrap_or("")
-        .to_string()
+    path.trim_start_matches("/v2/snaps/").split(['/', '?']).next().unwrap_or("").to_string()
 }
 
 /// The value at dotted `key` in a nested snapd config document.
@@ -844,13 +691,8 @@ mod tests {
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(
-            matches!(&e, SnapError::Conflict { change_kind: Some(k), .. } if k == "configure-snap")
-        );
-        assert!(
-            text.contains("member m1") && text.contains("GET /v2/snaps/lxd"),
-            "{text}"
-        );
+        assert!(matches!(&e, SnapError::Conflict { change_kind: Some(k), .. } if k == "configure-snap"));
+        assert!(text.contains("member m1") && text.contains("GET /v2/snaps/lxd"), "{text}");
         assert!(text.contains("snap-change-conflict"), "{text}");
 
         let e = parse_envelope(
@@ -859,10 +701,7 @@ mod tests {
             br#"{"type":"error","status-code":404,"status":"Not Found","result":{"message":"snap \"lxd\" is not installed","kind":"snap-not-found","value":"lxd"}}"#,
         )
         .unwrap_err();
-        assert!(
-            matches!(&e, SnapError::NotInstalled { snap, .. } if snap == "lxd"),
-            "{e}"
-        );
+        assert!(matches!(&e, SnapError::NotInstalled { snap, .. } if snap == "lxd"), "{e}");
         assert!(e.to_string().contains("not installed"));
 
         let e = parse_envelope(
@@ -871,10 +710,7 @@ mod tests {
             br#"{"type":"error","status-code":400,"status":"Bad Request","result":{"message":"boom","kind":"some-new-kind"}}"#,
         )
         .unwrap_err();
-        assert_eq!(
-            e.kind(),
-            Some(SnapdErrorKind::Other("some-new-kind".into()))
-        );
+        assert_eq!(e.kind(), Some(SnapdErrorKind::Other("some-new-kind".into())));
         assert!(e.to_string().contains("400 (some-new-kind): boom"), "{e}");
 
         let e = parse_envelope(&ctx(), StatusCode::BAD_GATEWAY, b"<html>").unwrap_err();
@@ -883,15 +719,11 @@ mod tests {
 
     #[test]
     fn config_documents_flatten_and_values_render_like_snapctl() {
-        let doc: BTreeMap<String, Value> = serde_json::from_str(
-            r#"{"daemon":{"debug":true,"group":"lxd"},"lxcfs":{"cfs":"false"},"empty":{}}"#,
-        )
-        .unwrap();
+        let doc: BTreeMap<String, Value> =
+            serde_json::from_str(r#"{"daemon":{"debug":true,"group":"lxd"},"lxcfs":{"cfs":"false"},"empty":{}}"#)
+                .unwrap();
         let flat = flatten_conf(&doc);
-        assert_eq!(
-            flat.keys().collect::<Vec<_>>(),
-            ["daemon.debug", "daemon.group", "lxcfs.cfs"]
-        );
+        assert_eq!(flat.keys().collect::<Vec<_>>(), ["daemon.debug", "daemon.group", "lxcfs.cfs"]);
         assert_eq!(conf_value_text(&flat["daemon.debug"]), "true");
         assert_eq!(conf_value_text(&flat["lxcfs.cfs"]), "false");
         assert_eq!(conf_value_text(&serde_json::json!(3)), "3");
@@ -913,10 +745,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.status, ChangeStatus::Error);
-        assert_eq!(
-            c.failed_tasks(),
-            ["Run configure hook of \"lxd\" snap: 2024-01-01T00:00:01Z ERROR boom"]
-        );
+        assert_eq!(c.failed_tasks(), ["Run configure hook of \"lxd\" snap: 2024-01-01T00:00:01Z ERROR boom"]);
         let s: ChangeStatus = serde_json::from_str("\"Frobnicating\"").unwrap();
         assert_eq!(s, ChangeStatus::Unknown);
     }

@@ -15,9 +15,7 @@ pub mod policy;
 pub mod standin;
 pub mod transport;
 
-pub use client::{
-    Change, ChangeId, ChangeStatus, SnapError, SnapInfo, SnapdClient, SnapdErrorKind,
-};
+pub use client::{Change, ChangeId, ChangeStatus, SnapError, SnapInfo, SnapdClient, SnapdErrorKind};
 pub use pending::{PendingKey, PendingStore};
 pub use policy::{effect_of, is_downgrade, KeyEffect, Needs};
 pub use transport::{Endpoint, SshTarget, Transport, TransportError};

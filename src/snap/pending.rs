@@ -41,13 +41,8 @@ pub enum PendingError {
     #[error("pending snap settings {path}: cannot read: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("pending snap settings {path}: not valid JSON state: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error(
-        "pending snap settings {path}: format version {found}, this build reads {FORMAT_VERSION}"
-    )]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("pending snap settings {path}: format version {found}, this build reads {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     #[error("pending snap settings {path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -65,31 +60,17 @@ impl PendingStore {
     pub fn load(path: &Path) -> Result<PendingStore, PendingError> {
         let members = match std::fs::read(path) {
             Ok(bytes) => {
-                let file: StateFile =
-                    serde_json::from_slice(&bytes).map_err(|source| PendingError::Parse {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                let file: StateFile = serde_json::from_slice(&bytes)
+                    .map_err(|source| PendingError::Parse { path: path.to_path_buf(), source })?;
                 if file.version != FORMAT_VERSION {
-                    return Err(PendingError::Version {
-                        path: path.to_path_buf(),
-                        found: file.version,
-                    });
+                    return Err(PendingError::Version { path: path.to_path_buf(), found: file.version });
                 }
                 file.members
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(PendingError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+            Err(source) => return Err(PendingError::Read { path: path.to_path_buf(), source }),
         };
-        let mut store = PendingStore {
-            path: path.to_path_buf(),
-            members: BTreeMap::new(),
-        };
+        let mut store = PendingStore { path: path.to_path_buf(), members: BTreeMap::new() };
         // Re-insert through `record` so a hand-edited file ends up sorted and deduplicated.
         for (member, keys) in members {
             for k in keys {
@@ -102,14 +83,8 @@ impl PendingStore {
     /// Writes the state next to its final place and renames it over, so a crash
     /// never leaves a half-written file.
     pub fn save(&self) -> Result<(), PendingError> {
-        let err = |source| PendingError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let file = StateFile {
-            version: FORMAT_VERSION,
-            members: self.members.clone(),
-        };
+        let err = |source| PendingError::Write { path: self.path.clone(), source };
+        let file = StateFile { version: FORMAT_VERSION, members: self.members.clone() };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("plain data serializes");
         bytes.push(b'\n');
         let dir = match self.path.parent() {
@@ -139,14 +114,7 @@ impl PendingStore {
                 keys[i].value = value;
                 keys[i].needs = keys[i].needs.max(needs);
             }
-            Err(i) => keys.insert(
-                i,
-                PendingKey {
-                    key: key.to_string(),
-                    value,
-                    needs,
-                },
-            ),
+            Err(i) => keys.insert(i, PendingKey { key: key.to_string(), value, needs }),
         }
     }
 
@@ -167,9 +135,7 @@ impl PendingStore {
         let Some(list) = self.members.get_mut(member) else {
             return Vec::new();
         };
-        let (cleared, kept): (Vec<_>, Vec<_>) = std::mem::take(list)
-            .into_iter()
-            .partition(|k| k.needs <= done);
+        let (cleared, kept): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|k| k.needs <= done);
         if kept.is_empty() {
             self.members.remove(member);
         } else {
@@ -216,16 +182,8 @@ mod tests {
         assert_eq!(
             s.member("m1"),
             &[
-                PendingKey {
-                    key: "daemon.debug".into(),
-                    value: Some("true".into()),
-                    needs: Needs::Reload
-                },
-                PendingKey {
-                    key: "lxcfs.cfs".into(),
-                    value: Some("false".into()),
-                    needs: Needs::Reboot
-                },
+                PendingKey { key: "daemon.debug".into(), value: Some("true".into()), needs: Needs::Reload },
+                PendingKey { key: "lxcfs.cfs".into(), value: Some("false".into()), needs: Needs::Reboot },
             ]
         );
         assert_eq!(s.list().keys().collect::<Vec<_>>(), ["m1", "m2"]);

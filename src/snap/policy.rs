@@ -68,16 +68,7 @@ impl fmt::Display for Needs {
 }
 
 /// Key prefixes read by `daemon.start` when the LXD daemon (re)starts.
-const RELOAD_PREFIXES: [&str; 8] = [
-    "daemon",
-    "ceph",
-    "lvm",
-    "openvswitch",
-    "ovn",
-    "criu",
-    "shiftfs",
-    "ui",
-];
+const RELOAD_PREFIXES: [&str; 8] = ["daemon", "ceph", "lvm", "openvswitch", "ovn", "criu", "shiftfs", "ui"];
 /// Key prefixes read only when LXCFS starts fresh.
 const REBOOT_PREFIXES: [&str; 1] = ["lxcfs"];
 
@@ -95,10 +86,7 @@ pub fn effect_of(key: &str) -> KeyEffect {
 
 /// What a set of keys needs as a whole: the most disruptive of their effects.
 pub fn effect_of_all<'a>(keys: impl IntoIterator<Item = &'a str>) -> KeyEffect {
-    keys.into_iter()
-        .map(effect_of)
-        .max()
-        .unwrap_or(KeyEffect::Immediate)
+    keys.into_iter().map(effect_of).max().unwrap_or(KeyEffect::Immediate)
 }
 
 // ---------------------------------------------------------------------------
@@ -134,11 +122,7 @@ impl Channel {
             [t, r, b] if RISKS.contains(r) => (*t, *r, Some(*b)),
             _ => return None,
         };
-        Some(Channel {
-            track: track.to_string(),
-            risk: risk.to_string(),
-            branch: branch.map(str::to_string),
-        })
+        Some(Channel { track: track.to_string(), risk: risk.to_string(), branch: branch.map(str::to_string) })
     }
 
     /// Compares the tracks as versions; `None` when a track is not a dotted number
@@ -185,23 +169,14 @@ fn track_key(track: &str) -> Option<TrackKey> {
     if track == "latest" {
         return Some(TrackKey::Latest);
     }
-    track
-        .split('.')
-        .map(|p| p.parse::<u64>().ok())
-        .collect::<Option<Vec<u64>>>()
-        .map(TrackKey::Version)
+    track.split('.').map(|p| p.parse::<u64>().ok()).collect::<Option<Vec<u64>>>().map(TrackKey::Version)
 }
 
 /// `5.0` == `5.0.0`: missing components count as zero.
 fn compare_versions(a: &[u64], b: &[u64]) -> Ordering {
     let n = a.len().max(b.len());
     (0..n)
-        .map(|i| {
-            a.get(i)
-                .copied()
-                .unwrap_or(0)
-                .cmp(&b.get(i).copied().unwrap_or(0))
-        })
+        .map(|i| a.get(i).copied().unwrap_or(0).cmp(&b.get(i).copied().unwrap_or(0)))
         .find(|o| *o != Ordering::Equal)
         .unwrap_or(Ordering::Equal)
 }
@@ -272,12 +247,7 @@ mod tests {
         for k in ["lxcfs.loadavg", "lxcfs.cfs", "lxcfs.pidfd", "lxcfs.debug"] {
             assert_eq!(effect_of(k), KeyEffect::RebootNeeded, "{k}");
         }
-        for k in [
-            "apparmor.unprivileged-restrictions-disable",
-            "daemonx.debug",
-            "uix",
-            "",
-        ] {
+        for k in ["apparmor.unprivileged-restrictions-disable", "daemonx.debug", "uix", ""] {
             assert_eq!(effect_of(k), KeyEffect::Immediate, "{k}");
         }
     }
@@ -285,14 +255,8 @@ mod tests {
     #[test]
     fn strongest_effect_wins() {
         assert_eq!(effect_of_all([]), KeyEffect::Immediate);
-        assert_eq!(
-            effect_of_all(["apparmor.x", "daemon.debug"]),
-            KeyEffect::ReloadNeeded
-        );
-        assert_eq!(
-            effect_of_all(["lxcfs.cfs", "daemon.debug", "apparmor.x"]),
-            KeyEffect::RebootNeeded
-        );
+        assert_eq!(effect_of_all(["apparmor.x", "daemon.debug"]), KeyEffect::ReloadNeeded);
+        assert_eq!(effect_of_all(["lxcfs.cfs", "daemon.debug", "apparmor.x"]), KeyEffect::RebootNeeded);
         assert_eq!(KeyEffect::Immediate.needs(), None);
         assert_eq!(KeyEffect::ReloadNeeded.needs(), Some(Needs::Reload));
         assert_eq!(KeyEffect::RebootNeeded.needs(), Some(Needs::Reboot));
@@ -317,11 +281,7 @@ mod tests {
         use Ordering::*;
         assert_eq!(compare_tracks("5.0", "5.21"), Some(Less));
         assert_eq!(compare_tracks("5.21", "6.1"), Some(Less));
-        assert_eq!(
-            compare_tracks("5.9", "5.21"),
-            Some(Less),
-            "not lexicographic"
-        );
+        assert_eq!(compare_tracks("5.9", "5.21"), Some(Less), "not lexicographic");
         assert_eq!(compare_tracks("6.1", "latest"), Some(Less));
         assert_eq!(compare_tracks("latest", "latest"), Some(Equal));
         assert_eq!(compare_tracks("5.0", "5.0.0"), Some(Equal));
@@ -332,27 +292,12 @@ mod tests {
     fn channel_moves() {
         assert_eq!(channel_move("5.0/stable", "5.0/stable"), ChannelMove::Same);
         assert_eq!(channel_move("5.21", "5.21/stable"), ChannelMove::Same);
-        assert_eq!(
-            channel_move("5.0/stable", "5.0/edge"),
-            ChannelMove::Sideways
-        );
-        assert_eq!(
-            channel_move("5.0/stable", "5.21/stable"),
-            ChannelMove::Upgrade
-        );
-        assert_eq!(
-            channel_move("5.21/stable", "latest/stable"),
-            ChannelMove::Upgrade
-        );
-        assert_eq!(
-            channel_move("5.21/stable", "5.0/stable"),
-            ChannelMove::Downgrade
-        );
+        assert_eq!(channel_move("5.0/stable", "5.0/edge"), ChannelMove::Sideways);
+        assert_eq!(channel_move("5.0/stable", "5.21/stable"), ChannelMove::Upgrade);
+        assert_eq!(channel_move("5.21/stable", "latest/stable"), ChannelMove::Upgrade);
+        assert_eq!(channel_move("5.21/stable", "5.0/stable"), ChannelMove::Downgrade);
         assert_eq!(channel_move("stable", "6.1/stable"), ChannelMove::Downgrade);
-        assert_eq!(
-            channel_move("5.0/stable", "weird/stable"),
-            ChannelMove::Unknown
-        );
+        assert_eq!(channel_move("5.0/stable", "weird/stable"), ChannelMove::Unknown);
         assert_eq!(channel_move("", "5.0/stable"), ChannelMove::Unknown);
 
         assert!(is_downgrade("5.21/stable", "5.0/stable"));

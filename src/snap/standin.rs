@@ -175,15 +175,9 @@ struct State {
 impl State {
     fn new(o: StandinOptions) -> State {
         let channel = normalize_channel(&o.channel);
-        let mut store: BTreeMap<String, StoreRevision> = o
-            .store
-            .into_iter()
-            .map(|(c, r)| (normalize_channel(&c), r))
-            .collect();
-        store.entry(channel.clone()).or_insert(StoreRevision {
-            revision: o.revision,
-            version: o.version.clone(),
-        });
+        let mut store: BTreeMap<String, StoreRevision> =
+            o.store.into_iter().map(|(c, r)| (normalize_channel(&c), r)).collect();
+        store.entry(channel.clone()).or_insert(StoreRevision { revision: o.revision, version: o.version.clone() });
         State {
             installed: o.installed.then(|| Installed {
                 version: o.version,
@@ -206,12 +200,8 @@ impl State {
 
     /// Moves every change whose time has come to its end and applies its effect.
     fn advance(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .changes
-            .values()
-            .filter(|c| c.end.is_none() && now >= c.spawned + 2 * c.step)
-            .map(|c| c.id)
-            .collect();
+        let due: Vec<u64> =
+            self.changes.values().filter(|c| c.end.is_none() && now >= c.spawned + 2 * c.step).map(|c| c.id).collect();
         for id in due {
             let c = self.changes.get_mut(&id).expect("due change exists");
             // Ready when its time came, not when someone looked.
@@ -256,14 +246,7 @@ impl State {
         self.changes.values().find(|c| c.end.is_none())
     }
 
-    fn spawn(
-        &mut self,
-        kind: &str,
-        summary: String,
-        tasks: &[(&str, String)],
-        effect: Effect,
-        step: Duration,
-    ) -> u64 {
+    fn spawn(&mut self, kind: &str, summary: String, tasks: &[(&str, String)], effect: Effect, step: Duration) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let tasks = tasks
@@ -271,11 +254,7 @@ impl State {
             .map(|(k, s)| {
                 let tid = self.next_task;
                 self.next_task += 1;
-                TaskRec {
-                    id: tid,
-                    kind: k.to_string(),
-                    summary: s.clone(),
-                }
+                TaskRec { id: tid, kind: k.to_string(), summary: s.clone() }
             })
             .collect();
         self.changes.insert(
@@ -324,9 +303,7 @@ impl State {
                     "progress": {"label": "", "done": done, "total": 1},
                     "spawn-time": rfc3339(c.spawned_wall),
                 });
-                if let (Phase::Error, true, Some(msg), Some((_, at))) =
-                    (phase, last, &c.failure, c.end)
-                {
+                if let (Phase::Error, true, Some(msg), Some((_, at))) = (phase, last, &c.failure, c.end) {
                     task["log"] = json!([format!("{} ERROR {msg}", rfc3339(at))]);
                 }
                 if let Some((_, at)) = c.end {
@@ -350,9 +327,7 @@ impl State {
         if phase == Phase::Error {
             let failed = c.tasks.last().map_or("", |t| t.summary.as_str());
             let msg = c.failure.as_deref().unwrap_or("");
-            v["err"] = json!(format!(
-                "cannot perform the following tasks:\n- {failed} ({msg})"
-            ));
+            v["err"] = json!(format!("cannot perform the following tasks:\n- {failed} ({msg})"));
         }
         v
     }
@@ -372,9 +347,7 @@ fn patch_conf(doc: &mut Map<String, Value>, key: &str, value: Value) {
         if value.is_null() && !cur.contains_key(*p) {
             return;
         }
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -394,8 +367,7 @@ fn valid_key_part(p: &str) -> bool {
         && !p.starts_with('-')
         && !p.ends_with('-')
         && !p.contains("--")
-        && p.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && p.bytes().any(|b| b.is_ascii_lowercase())
 }
 
@@ -410,19 +382,11 @@ fn lookup<'a>(doc: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 // ---------------------------------------------------------------------------
 
 fn envelope(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn sync(result: Value) -> Response {
-    envelope(
-        StatusCode::OK,
-        json!({"type": "sync", "status-code": 200, "status": "OK", "result": result}),
-    )
+    envelope(StatusCode::OK, json!({"type": "sync", "status-code": 200, "status": "OK", "result": result}))
 }
 
 fn accepted(change: u64) -> Response {
@@ -449,12 +413,7 @@ fn error(status: StatusCode, message: &str, kind: Option<&str>, value: Option<Va
 }
 
 fn not_installed(name: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        &format!("snap {name:?} is not installed"),
-        Some("snap-not-found"),
-        Some(json!(name)),
-    )
+    error(StatusCode::NOT_FOUND, &format!("snap {name:?} is not installed"), Some("snap-not-found"), Some(json!(name)))
 }
 
 fn conflict(name: &str, busy: &ChangeRec) -> Response {
@@ -467,12 +426,7 @@ fn conflict(name: &str, busy: &ChangeRec) -> Response {
 }
 
 fn method_not_allowed(m: &Method) -> Response {
-    error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method {:?} not allowed", m.as_str()),
-        None,
-        None,
-    )
+    error(StatusCode::METHOD_NOT_ALLOWED, &format!("method {:?} not allowed", m.as_str()), None, None)
 }
 
 // ---------------------------------------------------------------------------
@@ -487,9 +441,7 @@ pub struct Standin {
 
 impl Standin {
     pub fn new(options: StandinOptions) -> Standin {
-        Standin {
-            state: Arc::new(Mutex::new(State::new(options))),
-        }
+        Standin { state: Arc::new(Mutex::new(State::new(options))) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -521,10 +473,7 @@ impl Standin {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(StandinServer {
-            socket: socket.to_path_buf(),
-            task,
-        })
+        Ok(StandinServer { socket: socket.to_path_buf(), task })
     }
 
     /// Makes the next change end in status `Error` with `message` as its failed
@@ -554,13 +503,7 @@ impl Standin {
     /// Publishes `revision` with `version` to `channel` of the pretend store, so a
     /// refresh to (or on) that channel finds it.
     pub fn publish(&self, channel: &str, revision: u64, version: &str) {
-        self.lock().store.insert(
-            normalize_channel(channel),
-            StoreRevision {
-                revision,
-                version: version.to_string(),
-            },
-        );
+        self.lock().store.insert(normalize_channel(channel), StoreRevision { revision, version: version.to_string() });
     }
 
     /// Changes how long each change step lasts, for changes started from now on.
@@ -579,9 +522,7 @@ impl Standin {
     pub fn installed(&self) -> Option<(u64, String, String)> {
         let mut s = self.lock();
         s.advance(Instant::now());
-        s.installed
-            .as_ref()
-            .map(|i| (i.revision, i.channel.clone(), i.tracking.clone()))
+        s.installed.as_ref().map(|i| (i.revision, i.channel.clone(), i.tracking.clone()))
     }
 
     /// Every request served so far, as `METHOD /path?query`.
@@ -611,10 +552,7 @@ impl Drop for StandinServer {
 }
 
 fn note(s: &mut State, method: &Method, path: &str, query: &Option<String>) {
-    let q = query
-        .as_deref()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    let q = query.as_deref().map(|q| format!("?{q}")).unwrap_or_default();
     s.requests.push(format!("{method} {path}{q}"));
 }
 
@@ -685,10 +623,7 @@ fn snap_action(s: &mut State, name: &str, body: &[u8]) -> Response {
     if a.action != "refresh" {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!(
-                "unsupported action {:?} (the stand-in implements refresh only)",
-                a.action
-            ),
+            &format!("unsupported action {:?} (the stand-in implements refresh only)", a.action),
             None,
             None,
         );
@@ -700,33 +635,17 @@ fn snap_action(s: &mut State, name: &str, body: &[u8]) -> Response {
         return conflict(name, busy);
     }
     let requested = a.channel.clone().filter(|c| !c.is_empty());
-    let target = requested
-        .as_deref()
-        .map_or_else(|| installed.tracking.clone(), normalize_channel);
+    let target = requested.as_deref().map_or_else(|| installed.tracking.clone(), normalize_channel);
     if Channel::parse(&target).is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid channel name {target:?}"),
-            None,
-            None,
-        );
+        return error(StatusCode::BAD_REQUEST, &format!("invalid channel name {target:?}"), None, None);
     }
     let offer = match s.store.get(&target) {
         Some(r) => r.clone(),
         None => {
             // An unknown channel serves a new revision: refreshing bumps it.
-            let top = s
-                .store
-                .values()
-                .map(|r| r.revision)
-                .chain([installed.revision])
-                .max()
-                .unwrap_or(0);
+            let top = s.store.values().map(|r| r.revision).chain([installed.revision]).max().unwrap_or(0);
             let track = Channel::parse(&target).map(|c| c.track).unwrap_or_default();
-            let r = StoreRevision {
-                revision: top + 1,
-                version: format!("{track}-standin"),
-            };
+            let r = StoreRevision { revision: top + 1, version: format!("{track}-standin") };
             s.store.insert(target.clone(), r.clone());
             r
         }
@@ -746,10 +665,7 @@ fn snap_action(s: &mut State, name: &str, body: &[u8]) -> Response {
             );
         }
         // Same revision on another channel: only the tracking changes.
-        let task = format!(
-            "Switch snap {name:?} from channel {:?} to {target:?}",
-            installed.tracking
-        );
+        let task = format!("Switch snap {name:?} from channel {:?} to {target:?}", installed.tracking);
         let id = s.spawn(
             "refresh-snap",
             summary,
@@ -761,33 +677,12 @@ fn snap_action(s: &mut State, name: &str, body: &[u8]) -> Response {
     }
     let rev = offer.revision;
     let tasks = [
-        (
-            "download-snap",
-            format!("Download snap {name:?} ({rev}) from channel {target:?}"),
-        ),
-        (
-            "link-snap",
-            format!("Make snap {name:?} ({rev}) available to the system"),
-        ),
-        (
-            "start-snap-services",
-            format!("Start snap {name:?} ({rev}) services"),
-        ),
-        (
-            "run-hook",
-            format!("Run configure hook of {name:?} snap if present"),
-        ),
+        ("download-snap", format!("Download snap {name:?} ({rev}) from channel {target:?}")),
+        ("link-snap", format!("Make snap {name:?} ({rev}) available to the system")),
+        ("start-snap-services", format!("Start snap {name:?} ({rev}) services")),
+        ("run-hook", format!("Run configure hook of {name:?} snap if present")),
     ];
-    let id = s.spawn(
-        "refresh-snap",
-        summary,
-        &tasks,
-        Effect::Refresh {
-            channel: target,
-            to: offer,
-        },
-        step,
-    );
+    let id = s.spawn("refresh-snap", summary, &tasks, Effect::Refresh { channel: target, to: offer }, step);
     accepted(id)
 }
 
@@ -815,12 +710,7 @@ fn get_conf(s: &State, name: &str, query: Option<&str>) -> Response {
     let doc = if name == s.name { &s.conf } else { &empty };
     let keys: Vec<String> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .filter(|(k, _)| k == "keys")
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(_, v)| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect::<Vec<_>>())
         .collect();
     if keys.is_empty() {
         return sync(Value::Object(doc.clone()));
@@ -828,12 +718,7 @@ fn get_conf(s: &State, name: &str, query: Option<&str>) -> Response {
     let mut out = Map::new();
     for k in keys {
         if !k.split('.').all(valid_key_part) {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("invalid option name: {k:?}"),
-                None,
-                None,
-            );
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("invalid option name: {k:?}"), None, None);
         }
         match lookup(doc, &k) {
             Some(v) => {
@@ -868,12 +753,7 @@ fn put_conf(s: &mut State, name: &str, body: &[u8]) -> Response {
         return not_installed(name);
     }
     if let Some(bad) = patch.keys().find(|k| !k.split('.').all(valid_key_part)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid option name: {bad:?}"),
-            None,
-            None,
-        );
+        return error(StatusCode::BAD_REQUEST, &format!("invalid option name: {bad:?}"), None, None);
     }
     if let Some(busy) = s.busy() {
         return conflict(name, busy);
@@ -901,12 +781,7 @@ async fn change(
     let now = Instant::now();
     s.advance(now);
     let Some(num) = id.parse::<u64>().ok().filter(|n| s.changes.contains_key(n)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("cannot find change with id {id:?}"),
-            None,
-            None,
-        );
+        return error(StatusCode::NOT_FOUND, &format!("cannot find change with id {id:?}"), None, None);
     };
     match method {
         Method::GET => {
@@ -948,11 +823,7 @@ async fn change(
                     None,
                 );
             }
-            let end = if phase == Phase::Do {
-                Phase::Hold
-            } else {
-                Phase::Undone
-            };
+            let end = if phase == Phase::Do { Phase::Hold } else { Phase::Undone };
             c.end = Some((end, Utc::now()));
             let c = &s.changes[&num];
             sync(s.change_json(c, now))
@@ -978,10 +849,7 @@ mod tests {
         patch_conf(&mut doc, "daemon.debug", Value::Null);
         patch_conf(&mut doc, "ui.enable", Value::Null);
         patch_conf(&mut doc, "nothing.here", Value::Null);
-        assert_eq!(
-            Value::Object(doc.clone()),
-            json!({"daemon": {"group": "adm"}, "ui": {}})
-        );
+        assert_eq!(Value::Object(doc.clone()), json!({"daemon": {"group": "adm"}, "ui": {}}));
         assert_eq!(lookup(&doc, "daemon.group"), Some(&json!("adm")));
         assert_eq!(lookup(&doc, "daemon"), Some(&json!({"group": "adm"})));
         assert_eq!(lookup(&doc, "daemon.group.x"), None);

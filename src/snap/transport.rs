@@ -42,9 +42,7 @@ pub enum Transport {
 impl Transport {
     /// The local snapd at its default socket.
     pub fn local() -> Transport {
-        Transport::Local {
-            socket: PathBuf::from(DEFAULT_SNAPD_SOCKET),
-        }
+        Transport::Local { socket: PathBuf::from(DEFAULT_SNAPD_SOCKET) }
     }
 
     /// Makes the snapd socket reachable: checks the local socket, or starts the SSH
@@ -58,17 +56,11 @@ impl Transport {
                         detail: format!("{e} (is snapd installed and running on this host?)"),
                     });
                 }
-                Ok(Endpoint {
-                    socket: socket.clone(),
-                    tunnel: None,
-                })
+                Ok(Endpoint { socket: socket.clone(), tunnel: None })
             }
             Transport::Ssh(target) => {
                 let tunnel = SshTunnel::open(target).await?;
-                Ok(Endpoint {
-                    socket: tunnel.local_socket.clone(),
-                    tunnel: Some(tunnel),
-                })
+                Ok(Endpoint { socket: tunnel.local_socket.clone(), tunnel: Some(tunnel) })
             }
         }
     }
@@ -133,10 +125,7 @@ impl SshTarget {
         opt("BatchMode=yes".into());
         opt("StrictHostKeyChecking=yes".into());
         opt("ExitOnForwardFailure=yes".into());
-        opt(format!(
-            "ConnectTimeout={}",
-            self.connect_timeout.as_secs().max(1)
-        ));
+        opt(format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)));
         opt("ServerAliveInterval=15".into());
         opt("ServerAliveCountMax=3".into());
         if let Some(kh) = &self.known_hosts {
@@ -158,11 +147,7 @@ impl SshTarget {
         args.push("-l".into());
         args.push(self.user.clone());
         args.push("-L".into());
-        args.push(format!(
-            "{}:{}",
-            local.display(),
-            self.remote_socket.display()
-        ));
+        args.push(format!("{}:{}", local.display(), self.remote_socket.display()));
         // Ends option parsing: a host can never be read as an option.
         args.push("--".into());
         args.push(self.host.clone());
@@ -172,14 +157,7 @@ impl SshTarget {
 
 impl fmt::Display for SshTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ssh://{}@{}:{}{}",
-            self.user,
-            self.host,
-            self.port,
-            self.remote_socket.display()
-        )
+        write!(f, "ssh://{}@{}:{}{}", self.user, self.host, self.port, self.remote_socket.display())
     }
 }
 
@@ -191,34 +169,13 @@ pub enum TransportError {
     #[error("{target}: refusing host name {host:?} (empty or starting with '-')")]
     BadHost { target: String, host: String },
     #[error("{target}: cannot create a private directory for the forwarded socket: {source}")]
-    TempDir {
-        target: String,
-        source: std::io::Error,
-    },
+    TempDir { target: String, source: std::io::Error },
     #[error("{target}: cannot start `{}`: {source}", program.display())]
-    Spawn {
-        target: String,
-        program: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{target}: ssh exited ({status}) before the forward was up; ssh said: {}",
-        show_stderr(stderr)
-    )]
-    Exited {
-        target: String,
-        status: ExitStatus,
-        stderr: String,
-    },
-    #[error(
-        "{target}: forward not up after {waited:?}; ssh said: {}",
-        show_stderr(stderr)
-    )]
-    Timeout {
-        target: String,
-        waited: Duration,
-        stderr: String,
-    },
+    Spawn { target: String, program: PathBuf, source: std::io::Error },
+    #[error("{target}: ssh exited ({status}) before the forward was up; ssh said: {}", show_stderr(stderr))]
+    Exited { target: String, status: ExitStatus, stderr: String },
+    #[error("{target}: forward not up after {waited:?}; ssh said: {}", show_stderr(stderr))]
+    Timeout { target: String, waited: Duration, stderr: String },
 }
 
 fn show_stderr(s: &str) -> String {
@@ -241,10 +198,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint for a socket path used as is (no checks, no tunnel).
     pub fn at(socket: impl Into<PathBuf>) -> Endpoint {
-        Endpoint {
-            socket: socket.into(),
-            tunnel: None,
-        }
+        Endpoint { socket: socket.into(), tunnel: None }
     }
 
     /// The local unix socket to connect to.
@@ -288,15 +242,9 @@ impl SshTunnel {
     async fn open(target: &SshTarget) -> Result<SshTunnel, TransportError> {
         let name = target.to_string();
         if target.host.is_empty() || target.host.starts_with('-') {
-            return Err(TransportError::BadHost {
-                target: name,
-                host: target.host.clone(),
-            });
+            return Err(TransportError::BadHost { target: name, host: target.host.clone() });
         }
-        let dir = private_dir().map_err(|source| TransportError::TempDir {
-            target: name.clone(),
-            source,
-        })?;
+        let dir = private_dir().map_err(|source| TransportError::TempDir { target: name.clone(), source })?;
         let local_socket = dir.path().join("snapd.socket");
         let mut child = Command::new(&target.program)
             .args(target.ssh_args(&local_socket))
@@ -342,33 +290,19 @@ impl SshTunnel {
             if let Ok(Some(status)) = child.try_wait() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
                 let stderr = stderr.lock().expect("stderr buffer").clone();
-                return Err(TransportError::Exited {
-                    target: name,
-                    status,
-                    stderr,
-                });
+                return Err(TransportError::Exited { target: name, status, stderr });
             }
             // ssh binds the socket file before it listens on it: wait until a
             // connection is accepted, not just until the file exists. (The probe
             // opens one forwarded channel, closed at once without a request.)
-            if local_socket.exists() && tokio::net::UnixStream::connect(&local_socket).await.is_ok()
-            {
-                return Ok(SshTunnel {
-                    child,
-                    local_socket,
-                    stderr,
-                    _dir: dir,
-                });
+            if local_socket.exists() && tokio::net::UnixStream::connect(&local_socket).await.is_ok() {
+                return Ok(SshTunnel { child, local_socket, stderr, _dir: dir });
             }
             if started.elapsed() > deadline {
                 let _ = child.kill().await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
                 let stderr = stderr.lock().expect("stderr buffer").clone();
-                return Err(TransportError::Timeout {
-                    target: name,
-                    waited: deadline,
-                    stderr,
-                });
+                return Err(TransportError::Timeout { target: name, waited: deadline, stderr });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -387,9 +321,7 @@ impl Drop for SshTunnel {
 /// it again so a permissive umask or platform default cannot widen it).
 fn private_dir() -> std::io::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("lxd-gitops-snapd-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("lxd-gitops-snapd-").tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }
@@ -413,10 +345,7 @@ mod tests {
              -i /etc/lxd-gitops/id_ed25519 -p 2222 -l root \
              -L /tmp/x/snapd.socket:/run/snapd.socket -- node1.example"
         );
-        assert_eq!(
-            t.to_string(),
-            "ssh://root@node1.example:2222/run/snapd.socket"
-        );
+        assert_eq!(t.to_string(), "ssh://root@node1.example:2222/run/snapd.socket");
     }
 
     #[tokio::test]
@@ -428,14 +357,9 @@ mod tests {
 
     #[tokio::test]
     async fn missing_local_socket_is_a_clear_error() {
-        let t = Transport::Local {
-            socket: "/nonexistent/snapd.socket".into(),
-        };
+        let t = Transport::Local { socket: "/nonexistent/snapd.socket".into() };
         let e = t.open().await.unwrap_err().to_string();
-        assert!(
-            e.contains("/nonexistent/snapd.socket") && e.contains("snapd"),
-            "{e}"
-        );
+        assert!(e.contains("/nonexistent/snapd.socket") && e.contains("snapd"), "{e}");
     }
 
     #[tokio::test]
@@ -443,11 +367,7 @@ mod tests {
         // A program that fails like ssh does: message on stderr, non-zero exit.
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake-ssh");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n",
-        )
-        .unwrap();
+        std::fs::write(&fake, "#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut t = SshTarget::new("node1", "root");

@@ -24,9 +24,7 @@ impl Default for MarkdownOptions {
 }
 
 fn html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// A code fence longer than any backtick run inside `body`.
@@ -49,10 +47,7 @@ pub fn markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## lxd-gitops plan for `{}`\n", plan.cluster);
     if let Some(b) = &plan.blocked {
-        let _ = writeln!(
-            out,
-            "> [!CAUTION]\n> **Blocked:** {b}\n>\n> Nothing in this plan will be applied.\n"
-        );
+        let _ = writeln!(out, "> [!CAUTION]\n> **Blocked:** {b}\n>\n> Nothing in this plan will be applied.\n");
     }
     if plan.is_empty() {
         let _ = writeln!(out, "{}", summary_line(plan));
@@ -67,15 +62,8 @@ pub fn markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
             total.update += c.update;
             total.delete += c.delete;
             total.other += c.other;
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} |",
-                phase.kind.title(),
-                c.create,
-                c.update,
-                c.delete,
-                c.other
-            );
+            let _ =
+                writeln!(out, "| {} | {} | {} | {} | {} |", phase.kind.title(), c.create, c.update, c.delete, c.other);
         }
         let _ = writeln!(
             out,
@@ -84,18 +72,11 @@ pub fn markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
         );
         let held = plan.steps().filter(|s| !s.runs()).count();
         if held > 0 {
-            let _ = writeln!(
-                out,
-                "\n**⚠ {held} step(s) are held or blocked and will be skipped.**"
-            );
+            let _ = writeln!(out, "\n**⚠ {held} step(s) are held or blocked and will be skipped.**");
         }
     }
     if !plan.warnings.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n<details><summary>{} warning(s)</summary>\n",
-            plan.warnings.len()
-        );
+        let _ = writeln!(out, "\n<details><summary>{} warning(s)</summary>\n", plan.warnings.len());
         for w in &plan.warnings {
             let _ = writeln!(out, "- {w}");
         }
@@ -143,10 +124,7 @@ fn by_object(steps: &[Step]) -> Vec<&[Step]> {
 
 fn object_details(steps: &[Step]) -> String {
     let mut out = String::new();
-    let actions: Vec<String> = steps
-        .iter()
-        .map(|s| format!("{} {}", marker(s.action), verb(s.action)))
-        .collect();
+    let actions: Vec<String> = steps.iter().map(|s| format!("{} {}", marker(s.action), verb(s.action))).collect();
     let skipped = steps.iter().any(|s| !s.runs());
     let _ = writeln!(
         out,
@@ -156,13 +134,7 @@ fn object_details(steps: &[Step]) -> String {
         if skipped { " ⚠ skipped" } else { "" }
     );
     for s in steps {
-        let _ = writeln!(
-            out,
-            "`{} {}` — {}\n",
-            marker(s.action),
-            verb(s.action),
-            s.reason
-        );
+        let _ = writeln!(out, "`{} {}` — {}\n", marker(s.action), verb(s.action), s.reason);
         for f in &s.flags {
             let icon = if f.skips_step() { "⛔" } else { "⚠" };
             let _ = writeln!(out, "**{icon} {}**\n", f.label());
@@ -170,11 +142,7 @@ fn object_details(steps: &[Step]) -> String {
         let mut body = String::new();
         for c in &s.changes {
             match show(c) {
-                Shown::Inline {
-                    path,
-                    before,
-                    after,
-                } => {
+                Shown::Inline { path, before, after } => {
                     if before != "(none)" {
                         let _ = writeln!(body, "- {path}: {before}");
                     }

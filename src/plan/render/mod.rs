@@ -100,11 +100,7 @@ pub(crate) struct DiffLine {
 /// How one field change is shown.
 pub(crate) enum Shown {
     /// `path: before → after`
-    Inline {
-        path: String,
-        before: String,
-        after: String,
-    },
+    Inline { path: String, before: String, after: String },
     /// `path:` followed by a unified diff of the two values.
     Block { path: String, lines: Vec<DiffLine> },
 }
@@ -112,36 +108,23 @@ pub(crate) enum Shown {
 pub(crate) fn show(change: &FieldChange) -> Shown {
     let (b, a) = (change.before.as_ref(), change.after.as_ref());
     if !is_multiline(b) && !is_multiline(a) {
-        return Shown::Inline {
-            path: change.path.clone(),
-            before: inline(b),
-            after: inline(a),
-        };
+        return Shown::Inline { path: change.path.clone(), before: inline(b), after: inline(a) };
     }
     let (old, new) = (as_lines(b), as_lines(a));
     let diff = similar::TextDiff::from_lines(&old, &new);
     let mut lines = Vec::new();
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
-        lines.push(DiffLine {
-            kind: LineKind::Hunk,
-            text: hunk.header().to_string(),
-        });
+        lines.push(DiffLine { kind: LineKind::Hunk, text: hunk.header().to_string() });
         for c in hunk.iter_changes() {
             let kind = match c.tag() {
                 similar::ChangeTag::Equal => LineKind::Same,
                 similar::ChangeTag::Delete => LineKind::Removed,
                 similar::ChangeTag::Insert => LineKind::Added,
             };
-            lines.push(DiffLine {
-                kind,
-                text: c.value().trim_end_matches('\n').to_string(),
-            });
+            lines.push(DiffLine { kind, text: c.value().trim_end_matches('\n').to_string() });
         }
     }
-    Shown::Block {
-        path: change.path.clone(),
-        lines,
-    }
+    Shown::Block { path: change.path.clone(), lines }
 }
 
 #[cfg(test)]
@@ -175,16 +158,8 @@ pub(crate) mod fixture {
             json!({"name": "web", "description": "Web tier", "config": {"limits.instances": "10", "user.lxd-gitops.owner": "prod"}}),
         );
         create.changes = vec![
-            FieldChange {
-                path: "description".into(),
-                before: None,
-                after: Some(json!("Web tier")),
-            },
-            FieldChange {
-                path: "config.limits.instances".into(),
-                before: None,
-                after: Some(json!("10")),
-            },
+            FieldChange { path: "description".into(), before: None, after: Some(json!("Web tier")) },
+            FieldChange { path: "config.limits.instances".into(), before: None, after: Some(json!("10")) },
         ];
         let mut update = step(
             "instances/update/Instance/web/w1",
@@ -202,12 +177,8 @@ pub(crate) mod fixture {
             },
             FieldChange {
                 path: "config.raw.lxc".into(),
-                before: Some(json!(
-                    "lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw\n"
-                )),
-                after: Some(json!(
-                    "lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw sys:rw\n"
-                )),
+                before: Some(json!("lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw\n")),
+                after: Some(json!("lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw sys:rw\n")),
             },
             FieldChange {
                 path: "devices.eth0".into(),
@@ -229,11 +200,8 @@ pub(crate) mod fixture {
             "runs on `n1`, the fleet places it on `n2`",
         );
         held.flags = vec![Flag::MoveHeld];
-        held.changes = vec![FieldChange {
-            path: "location".into(),
-            before: Some(json!("n1")),
-            after: Some(json!("n2")),
-        }];
+        held.changes =
+            vec![FieldChange { path: "location".into(), before: Some(json!("n1")), after: Some(json!("n2")) }];
         let mut delete = step(
             "prune/delete/Profile/web/old",
             ObjectRef::in_project(Kind::Profile, "web", "old"),
@@ -245,22 +213,11 @@ pub(crate) mod fixture {
             version: PLAN_FORMAT_VERSION,
             cluster: "prod".into(),
             phases: vec![
-                Phase {
-                    kind: PhaseKind::Projects,
-                    steps: vec![create],
-                },
-                Phase {
-                    kind: PhaseKind::Instances,
-                    steps: vec![update, restart, held],
-                },
-                Phase {
-                    kind: PhaseKind::Prune,
-                    steps: vec![delete],
-                },
+                Phase { kind: PhaseKind::Projects, steps: vec![create] },
+                Phase { kind: PhaseKind::Instances, steps: vec![update, restart, held] },
+                Phase { kind: PhaseKind::Prune, steps: vec![delete] },
             ],
-            blocked: Some(
-                "refusing: this plan deletes 1 objects, more than policy.max_deletions = 0".into(),
-            ),
+            blocked: Some("refusing: this plan deletes 1 objects, more than policy.max_deletions = 0".into()),
             warnings: vec!["not managed: Instance/default/scratch (no owner marker)".into()],
             live_digest: "0f".repeat(32),
         }
@@ -285,29 +242,15 @@ mod tests {
 
     #[test]
     fn maps_and_multiline_strings_become_unified_diffs() {
-        let c = FieldChange {
-            path: "devices.eth0".into(),
-            before: None,
-            after: Some(json!({"type": "nic"})),
-        };
+        let c = FieldChange { path: "devices.eth0".into(), before: None, after: Some(json!({"type": "nic"})) };
         match show(&c) {
             Shown::Block { lines, .. } => {
                 assert_eq!(lines[0].kind, LineKind::Hunk);
-                assert_eq!(
-                    lines[1],
-                    DiffLine {
-                        kind: LineKind::Added,
-                        text: "type: nic".into()
-                    }
-                );
+                assert_eq!(lines[1], DiffLine { kind: LineKind::Added, text: "type: nic".into() });
             }
             Shown::Inline { .. } => panic!("maps are blocks"),
         }
-        let c = FieldChange {
-            path: "config.limits.cpu".into(),
-            before: Some(json!("1")),
-            after: None,
-        };
+        let c = FieldChange { path: "config.limits.cpu".into(), before: Some(json!("1")), after: None };
         assert!(
             matches!(show(&c), Shown::Inline { ref before, ref after, .. } if before == "\"1\"" && after == "(none)")
         );
@@ -315,10 +258,7 @@ mod tests {
 
     #[test]
     fn summary_wording() {
-        assert_eq!(
-            summary_line(&fixture::empty()),
-            "No changes. Cluster prod matches the fleet."
-        );
+        assert_eq!(summary_line(&fixture::empty()), "No changes. Cluster prod matches the fleet.");
         assert_eq!(
             summary_line(&fixture::plan()),
             "Plan for cluster prod: 1 to create, 1 to update, 1 to delete, 2 other"

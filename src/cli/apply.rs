@@ -1,0 +1,172 @@
+//! `lxd-gitops apply`: show the plan, confirm, execute it in order, check the result.
+
+use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use indicatif::{ProgressBar, ProgressStyle};
+use lxd_gitops::apply::engine::Outcome;
+use lxd_gitops::plan::{render, Plan};
+use lxd_gitops::reconcile;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The fleet repository.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Apply only this cluster (default: every cluster in the fleet).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply exactly this saved plan (`plan --out`); refused if the world moved since.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Write the apply report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Runtime configuration (credentials folder, snapd access).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let fleet = match load_fleet(&args.path) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let saved: Option<Plan> = match &args.plan {
+        None => None,
+        Some(file) => match std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Plan::from_json(&t).map_err(|e| e.to_string()))
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: cannot read plan {}: {e}", file.display());
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let cluster = args.cluster.clone().or_else(|| saved.as_ref().map(|p| p.cluster.clone()));
+    let clusters = match pick_clusters(&fleet, cluster.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let config = match runtime_config(args.config.as_ref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let tty = std::io::stdout().is_terminal();
+    if !args.auto_approve && !std::io::stdin().is_terminal() {
+        eprintln!("error: not on a terminal: pass --auto-approve to apply without confirmation");
+        return ExitCode::from(EXIT_ERROR);
+    }
+    let rt = runtime();
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for desired in clusters {
+        let name = &desired.spec.name;
+        let session = match rt.block_on(reconcile::open(desired, config.as_ref())) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        let fresh = reconcile::plan(desired, &session);
+        if let Some(saved) = &saved {
+            if let Err(e) = reconcile::check_saved(saved, &fresh) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+        print!("{}", render::text(&fresh, &render::TextOptions { color: tty }));
+        if let Some(reason) = &fresh.blocked {
+            eprintln!("error: cluster {name}: {reason}; nothing applied");
+            failed = true;
+            continue;
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        if !args.auto_approve && !confirm(name) {
+            eprintln!("cluster {name}: not applied");
+            continue;
+        }
+        let total = fresh.steps().count() as u64;
+        let bar = tty.then(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let report = rt.block_on(reconcile::apply(&session, &fresh, desired, &args.path, |r| {
+            let line = match &r.outcome {
+                Outcome::Ok => format!("ok      {} {} ({} ms)", r.action, r.object, r.duration_ms),
+                Outcome::Failed(e) => format!("FAILED  {} {}: {e}", r.action, r.object),
+                Outcome::Skipped(why) => format!("skipped {} {}: {why}", r.action, r.object),
+            };
+            match &bar {
+                Some(b) => {
+                    b.inc(1);
+                    b.println(line);
+                }
+                None => println!("{line}"),
+            }
+        }));
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let (ok, bad, skipped) = report.counts();
+        println!(
+            "Apply to cluster {name}: {ok} ok, {bad} failed, {skipped} skipped in {:.1} s",
+            report.duration_ms as f64 / 1000.0
+        );
+        failed |= !report.succeeded();
+        // Read the cluster again: what still differs?
+        match rt.block_on(reconcile::open(desired, config.as_ref())) {
+            Ok(after) => {
+                let residual = reconcile::plan(desired, &after);
+                if residual.is_empty() {
+                    println!("Cluster {name} matches the fleet.");
+                } else {
+                    println!("Cluster {name} still differs from the fleet in {} step(s):", residual.steps().count());
+                    for s in residual.steps() {
+                        let why = s.flags.iter().map(|f| f.label()).collect::<Vec<_>>().join("; ");
+                        println!(
+                            "  {} {}{}",
+                            s.action,
+                            s.object,
+                            if why.is_empty() { String::new() } else { format!(" ({why})") }
+                        );
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: could not read cluster {name} again after applying: {e}"),
+        }
+        reports.push(report);
+    }
+    if let Some(file) = &args.report {
+        let json = serde_json::to_string_pretty(&reports).unwrap_or_default();
+        if let Err(e) = std::fs::write(file, json) {
+            eprintln!("error: cannot write {}: {e}", file.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn confirm(cluster: &str) -> bool {
+    print!("Apply these changes to cluster {cluster}? Only `yes` is accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim() == "yes"
+}
