@@ -80,7 +80,11 @@ pub(crate) fn list_value<S: AsRef<str>>(items: &[S]) -> Value {
     Value::Array(items.iter().map(|s| string(s.as_ref())).collect())
 }
 
-pub(crate) fn change(path: impl Into<String>, before: Option<Value>, after: Option<Value>) -> FieldChange {
+pub(crate) fn change(
+    path: impl Into<String>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> FieldChange {
     FieldChange {
         path: path.into(),
         before,
@@ -128,7 +132,11 @@ pub(crate) fn diff_map(
         match pair {
             Pair::Both(d, l) => {
                 if d != l {
-                    out.push(change(format!("{prefix}.{key}"), Some(string(l)), Some(string(d))));
+                    out.push(change(
+                        format!("{prefix}.{key}"),
+                        Some(string(l)),
+                        Some(string(d)),
+                    ));
                 }
             }
             Pair::Desired(d) => out.push(change(format!("{prefix}.{key}"), None, Some(string(d)))),
@@ -142,7 +150,12 @@ pub(crate) fn diff_map(
 }
 
 /// Devices are authoritative and compared whole: one change per differing device.
-pub(crate) fn diff_devices(prefix: &str, desired: &Devices, live: &Devices, out: &mut Vec<FieldChange>) {
+pub(crate) fn diff_devices(
+    prefix: &str,
+    desired: &Devices,
+    live: &Devices,
+    out: &mut Vec<FieldChange>,
+) {
     for (name, pair) in join(desired, live) {
         match pair {
             Pair::Both(d, l) => {
@@ -154,8 +167,16 @@ pub(crate) fn diff_devices(prefix: &str, desired: &Devices, live: &Devices, out:
                     ));
                 }
             }
-            Pair::Desired(d) => out.push(change(format!("{prefix}.{name}"), None, Some(config_value(d)))),
-            Pair::Live(l) => out.push(change(format!("{prefix}.{name}"), Some(config_value(l)), None)),
+            Pair::Desired(d) => out.push(change(
+                format!("{prefix}.{name}"),
+                None,
+                Some(config_value(d)),
+            )),
+            Pair::Live(l) => out.push(change(
+                format!("{prefix}.{name}"),
+                Some(config_value(l)),
+                None,
+            )),
         }
     }
 }
@@ -170,12 +191,21 @@ pub(crate) fn diff_str(path: &str, desired: &str, live: &str, out: &mut Vec<Fiel
 
 pub(crate) fn diff_bool(path: &str, desired: bool, live: bool, out: &mut Vec<FieldChange>) {
     if desired != live {
-        out.push(change(path, Some(Value::Bool(live)), Some(Value::Bool(desired))));
+        out.push(change(
+            path,
+            Some(Value::Bool(live)),
+            Some(Value::Bool(desired)),
+        ));
     }
 }
 
 /// Lists whose order does not matter (roles, groups, projects).
-pub(crate) fn diff_set(path: &str, desired: &[String], live: &[String], out: &mut Vec<FieldChange>) {
+pub(crate) fn diff_set(
+    path: &str,
+    desired: &[String],
+    live: &[String],
+    out: &mut Vec<FieldChange>,
+) {
     let mut d: Vec<&str> = desired.iter().map(String::as_str).collect();
     let mut l: Vec<&str> = live.iter().map(String::as_str).collect();
     d.sort_unstable();
@@ -192,7 +222,10 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, &str)]) -> ConfigMap {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -224,21 +257,38 @@ mod tests {
         assert_eq!(out[1].path, "config.user.x");
         assert_eq!(out[1].after, None);
         out.clear();
-        diff_map("config", &d, &m(&[("limits.cpu", "2"), ("volatile.a", "b")]), rules, &mut out);
+        diff_map(
+            "config",
+            &d,
+            &m(&[("limits.cpu", "2"), ("volatile.a", "b")]),
+            rules,
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 
     #[test]
     fn merge_maps_leave_undeclared_keys() {
         let mut out = Vec::new();
-        diff_map("c", &m(&[("a", "1")]), &m(&[("a", "1"), ("b", "2")]), MapRules::MERGE, &mut out);
+        diff_map(
+            "c",
+            &m(&[("a", "1")]),
+            &m(&[("a", "1"), ("b", "2")]),
+            MapRules::MERGE,
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 
     #[test]
     fn sets_ignore_order() {
         let mut out = Vec::new();
-        diff_set("groups", &["b".into(), "a".into()], &["a".into(), "b".into()], &mut out);
+        diff_set(
+            "groups",
+            &["b".into(), "a".into()],
+            &["a".into(), "b".into()],
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 }

@@ -25,7 +25,26 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Computes the plan that brings `live` to `desired`. Pure and deterministic.
 pub fn plan(desired: &DesiredCluster, live: &LiveState) -> Plan {
-    Planner::new(desired, live).run()
+    // Hashing the whole live state costs about as much as the diff on a large
+    // cluster (JSON of 10,000 instances is ~8 MB), so the two run side by side. The
+    // result is the same either way; a thread is only a way to use a second core.
+    if live.objects.instances.len() < 1_000 {
+        let mut p = Planner::new(desired, live).run();
+        p.live_digest = digest(&live.objects);
+        return p;
+    }
+    std::thread::scope(|s| {
+        let hashing = std::thread::Builder::new()
+            .name("plan-digest".into())
+            .spawn_scoped(s, || digest(&live.objects));
+        let mut p = Planner::new(desired, live).run();
+        p.live_digest = match hashing.map(|h| h.join()) {
+            Ok(Ok(d)) => d,
+            // No thread available (or it panicked): hash here instead.
+            _ => digest(&live.objects),
+        };
+        p
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -177,7 +196,10 @@ fn name_list<S: AsRef<str>>(names: &[S], max: usize) -> String {
 }
 
 /// Entries of a `project/name`-keyed map that belong to `project`.
-fn in_project<'m, V>(map: &'m BTreeMap<String, V>, project: &str) -> impl Iterator<Item = (&'m String, &'m V)> {
+fn in_project<'m, V>(
+    map: &'m BTreeMap<String, V>,
+    project: &str,
+) -> impl Iterator<Item = (&'m String, &'m V)> {
     let prefix = format!("{project}/");
     map.range(prefix.clone()..)
         .take_while(move |(k, _)| k.starts_with(&prefix))
@@ -307,14 +329,28 @@ impl<'a> Planner<'a> {
             .map(|m| m.name.as_str())
             .collect();
         let mut groups: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-        for m in d.members.values().filter(|m| m.ensure != MemberEnsure::Absent) {
+        for m in d
+            .members
+            .values()
+            .filter(|m| m.ensure != MemberEnsure::Absent)
+        {
             for g in &m.groups {
-                groups.entry(g.as_str()).or_default().insert(m.name.as_str());
+                groups
+                    .entry(g.as_str())
+                    .or_default()
+                    .insert(m.name.as_str());
             }
         }
-        for m in l.members.values().filter(|m| !d.members.contains_key(&m.name)) {
+        for m in l
+            .members
+            .values()
+            .filter(|m| !d.members.contains_key(&m.name))
+        {
             for g in &m.groups {
-                groups.entry(g.as_str()).or_default().insert(m.name.as_str());
+                groups
+                    .entry(g.as_str())
+                    .or_default()
+                    .insert(m.name.as_str());
             }
         }
         let mut incomplete = BTreeMap::new();
@@ -395,7 +431,7 @@ impl<'a> Planner<'a> {
             phases,
             blocked: (!self.blocked.is_empty()).then(|| self.blocked.join("; ")),
             warnings: self.warnings,
-            live_digest: digest(&self.live.objects),
+            live_digest: String::new(),
         }
     }
 
@@ -530,7 +566,9 @@ impl<'a> Planner<'a> {
     fn member_unavailable(&self, member: &str) -> Option<String> {
         if let Some(dm) = self.d.members.get(member) {
             match dm.ensure {
-                MemberEnsure::Evacuated => return Some(format!("member `{member}` is to be evacuated")),
+                MemberEnsure::Evacuated => {
+                    return Some(format!("member `{member}` is to be evacuated"))
+                }
                 MemberEnsure::Absent => return Some(format!("member `{member}` is to be removed")),
                 MemberEnsure::Present => {}
             }
@@ -552,9 +590,17 @@ impl<'a> Planner<'a> {
                 continue;
             }
             // Members being joined get theirs with the Join step.
-            let Some(lm) = l.members.get(name) else { continue };
+            let Some(lm) = l.members.get(name) else {
+                continue;
+            };
             let mut changes = Vec::new();
-            diff_map("server_config", &dm.server_config, &lm.server_config, MapRules::MERGE, &mut changes);
+            diff_map(
+                "server_config",
+                &dm.server_config,
+                &lm.server_config,
+                MapRules::MERGE,
+                &mut changes,
+            );
             if changes.is_empty() {
                 continue;
             }
@@ -572,7 +618,8 @@ impl<'a> Planner<'a> {
                 ));
             }
             if lm.status.as_deref() == Some("Offline") {
-                s.flags.push(Flag::Blocked(format!("member `{name}` is offline")));
+                s.flags
+                    .push(Flag::Blocked(format!("member `{name}` is offline")));
             }
             s.changes = changes;
             s.etag = self.live.etags.get(&format!("Server/{name}")).cloned();
@@ -637,9 +684,17 @@ impl<'a> Planner<'a> {
                 Pair::Desired(dp) => {
                     let mut want = dp.clone();
                     want.config.insert(OWNER_KEY.into(), self.cluster.into());
-                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
+                    let mut s =
+                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
+                            .wanting(&want);
                     diff_str("description", &dp.description, "", &mut s.changes);
-                    diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
+                    diff_map(
+                        "config",
+                        &dp.config,
+                        &ConfigMap::new(),
+                        OWNED_RULES,
+                        &mut s.changes,
+                    );
                     let id = self.push(PhaseKind::Projects, s);
                     self.provide(Kind::Project, name, &id);
                 }
@@ -649,7 +704,12 @@ impl<'a> Planner<'a> {
                         keep_live_only: keep_project,
                     };
                     let mut changes = Vec::new();
-                    diff_str("description", &dp.description, &lp.description, &mut changes);
+                    diff_str(
+                        "description",
+                        &dp.description,
+                        &lp.description,
+                        &mut changes,
+                    );
                     diff_map("config", &dp.config, &lp.config, rules, &mut changes);
                     if changes.is_empty() {
                         continue;
@@ -661,7 +721,10 @@ impl<'a> Planner<'a> {
                     let mut s = Step::new(oref, Action::Update, "differs from the fleet")
                         .wanting(&want)
                         .against(lp, true);
-                    if changes.iter().any(|c| c.path.starts_with("config.features.")) {
+                    if changes
+                        .iter()
+                        .any(|c| c.path.starts_with("config.features."))
+                    {
                         let used = self.project_contents(name, &Default::default());
                         if !used.is_empty() {
                             s.flags.push(Flag::Blocked(format!(
@@ -755,16 +818,26 @@ impl<'a> Planner<'a> {
             };
             if let Some(lp) = lp {
                 if dp.driver != lp.driver {
-                    let mut s = Step::new(oref, Action::Replace, "the driver of a storage pool cannot change")
-                        .wanting(dp)
-                        .against(lp, true);
-                    s.changes.push(change("driver", Some(string(&lp.driver)), Some(string(&dp.driver))));
+                    let mut s = Step::new(
+                        oref,
+                        Action::Replace,
+                        "the driver of a storage pool cannot change",
+                    )
+                    .wanting(dp)
+                    .against(lp, true);
+                    s.changes.push(change(
+                        "driver",
+                        Some(string(&lp.driver)),
+                        Some(string(&dp.driver)),
+                    ));
                     s.flags.push(Flag::ReplaceNeeded);
                     self.push(PhaseKind::StoragePoolsAndNetworks, s);
                     continue;
                 }
             }
-            let unfinished = lp.and_then(|p| p.status.as_deref()).filter(|s| matches!(*s, "Pending" | "Errored"));
+            let unfinished = lp
+                .and_then(|p| p.status.as_deref())
+                .filter(|s| matches!(*s, "Pending" | "Errored"));
             if lp.is_none() || unfinished.is_some() {
                 let mut want = dp.clone();
                 want.config.insert(OWNER_KEY.into(), self.cluster.into());
@@ -778,9 +851,16 @@ impl<'a> Planner<'a> {
                 if let Some(lp) = lp {
                     s = s.against(lp, true);
                 }
-                s.changes.push(change("driver", None, Some(string(&dp.driver))));
+                s.changes
+                    .push(change("driver", None, Some(string(&dp.driver))));
                 diff_str("description", &dp.description, "", &mut s.changes);
-                diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
+                diff_map(
+                    "config",
+                    &dp.config,
+                    &ConfigMap::new(),
+                    OWNED_RULES,
+                    &mut s.changes,
+                );
                 self.diff_member_config(&dp.member_config, &BTreeMap::new(), &mut s.changes);
                 let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
                 self.provide(Kind::StoragePool, name, &id);
@@ -788,7 +868,12 @@ impl<'a> Planner<'a> {
             }
             let lp = lp.expect("checked above");
             let mut changes = Vec::new();
-            diff_str("description", &dp.description, &lp.description, &mut changes);
+            diff_str(
+                "description",
+                &dp.description,
+                &lp.description,
+                &mut changes,
+            );
             diff_map("config", &dp.config, &lp.config, rules, &mut changes);
             self.diff_member_config(&dp.member_config, &lp.member_config, &mut changes);
             if changes.is_empty() {
@@ -827,9 +912,10 @@ impl<'a> Planner<'a> {
             let oref = ObjectRef::in_project(Kind::Network, dn.project.clone(), dn.name.clone());
             if let Some(ln) = ln {
                 if dn.network_type != ln.network_type {
-                    let mut s = Step::new(oref, Action::Replace, "the type of a network cannot change")
-                        .wanting(dn)
-                        .against(ln, true);
+                    let mut s =
+                        Step::new(oref, Action::Replace, "the type of a network cannot change")
+                            .wanting(dn)
+                            .against(ln, true);
                     s.changes.push(change(
                         "type",
                         Some(string(&ln.network_type)),
@@ -840,7 +926,9 @@ impl<'a> Planner<'a> {
                     continue;
                 }
             }
-            let unfinished = ln.and_then(|n| n.status.as_deref()).filter(|s| matches!(*s, "Pending" | "Errored"));
+            let unfinished = ln
+                .and_then(|n| n.status.as_deref())
+                .filter(|s| matches!(*s, "Pending" | "Errored"));
             if ln.is_none() || unfinished.is_some() {
                 let mut want = dn.clone();
                 want.config.insert(OWNER_KEY.into(), self.cluster.into());
@@ -854,9 +942,16 @@ impl<'a> Planner<'a> {
                 if let Some(ln) = ln {
                     s = s.against(ln, true);
                 }
-                s.changes.push(change("type", None, Some(string(&dn.network_type))));
+                s.changes
+                    .push(change("type", None, Some(string(&dn.network_type))));
                 diff_str("description", &dn.description, "", &mut s.changes);
-                diff_map("config", &dn.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
+                diff_map(
+                    "config",
+                    &dn.config,
+                    &ConfigMap::new(),
+                    OWNED_RULES,
+                    &mut s.changes,
+                );
                 self.diff_member_config(&dn.member_config, &BTreeMap::new(), &mut s.changes);
                 self.dep(&mut s, Kind::Project, &dn.project);
                 let id = self.push(PhaseKind::StoragePoolsAndNetworks, s);
@@ -865,7 +960,12 @@ impl<'a> Planner<'a> {
             }
             let ln = ln.expect("checked above");
             let mut changes = Vec::new();
-            diff_str("description", &dn.description, &ln.description, &mut changes);
+            diff_str(
+                "description",
+                &dn.description,
+                &ln.description,
+                &mut changes,
+            );
             diff_map("config", &dn.config, &ln.config, rules, &mut changes);
             self.diff_member_config(&dn.member_config, &ln.member_config, &mut changes);
             if changes.is_empty() {
@@ -915,7 +1015,8 @@ impl<'a> Planner<'a> {
         for (key, pair) in join(&d.profiles, &l.profiles) {
             match pair {
                 Pair::Desired(dp) => {
-                    let oref = ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
+                    let oref =
+                        ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
                     // LXD makes a `default` profile with every project: fill it, never create it.
                     let mut s = if dp.name == "default" {
                         Step::new(
@@ -927,10 +1028,17 @@ impl<'a> Planner<'a> {
                     } else {
                         let mut want = dp.clone();
                         want.config.insert(OWNER_KEY.into(), self.cluster.into());
-                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want)
+                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
+                            .wanting(&want)
                     };
                     diff_str("description", &dp.description, "", &mut s.changes);
-                    diff_map("config", &dp.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
+                    diff_map(
+                        "config",
+                        &dp.config,
+                        &ConfigMap::new(),
+                        OWNED_RULES,
+                        &mut s.changes,
+                    );
                     diff_devices("devices", &dp.devices, &Devices::new(), &mut s.changes);
                     self.dep(&mut s, Kind::Project, &dp.project);
                     self.device_deps(&mut s, &dp.project, &dp.devices);
@@ -939,13 +1047,19 @@ impl<'a> Planner<'a> {
                 }
                 Pair::Both(dp, lp) => {
                     let mut changes = Vec::new();
-                    diff_str("description", &dp.description, &lp.description, &mut changes);
+                    diff_str(
+                        "description",
+                        &dp.description,
+                        &lp.description,
+                        &mut changes,
+                    );
                     diff_map("config", &dp.config, &lp.config, OWNED_RULES, &mut changes);
                     diff_devices("devices", &dp.devices, &lp.devices, &mut changes);
                     if changes.is_empty() {
                         continue;
                     }
-                    let oref = ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
+                    let oref =
+                        ObjectRef::in_project(Kind::Profile, dp.project.clone(), dp.name.clone());
                     let want = Profile {
                         config: merged(&dp.config, &lp.config, OWNED_RULES),
                         ..dp.clone()
@@ -1018,7 +1132,12 @@ impl<'a> Planner<'a> {
 
     fn images(&mut self) {
         let (d, l) = (self.d, self.l);
-        let ident = |i: &'a Image| (i.project.as_str(), i.fingerprint.as_deref().unwrap_or(i.name.as_str()));
+        let ident = |i: &'a Image| {
+            (
+                i.project.as_str(),
+                i.fingerprint.as_deref().unwrap_or(i.name.as_str()),
+            )
+        };
         let mut live_aliases: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
         for li in l.images.values() {
             let set = live_aliases.entry(ident(li)).or_default();
@@ -1036,25 +1155,38 @@ impl<'a> Planner<'a> {
             let found = names
                 .iter()
                 .find_map(|a| l.images.get(&pkey(&di.project, a)).map(|li| (*a, li)))
-                .or_else(|| l.images.get(&pkey(&di.project, &di.name)).map(|li| (di.name.as_str(), li)));
+                .or_else(|| {
+                    l.images
+                        .get(&pkey(&di.project, &di.name))
+                        .map(|li| (di.name.as_str(), li))
+                });
             let id = match found {
                 None => {
                     let mut want = di.clone();
                     want.properties
                         .insert(IMAGE_OWNER_PROPERTY.into(), self.cluster.into());
                     want.fingerprint = None;
-                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
+                    let mut s =
+                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
+                            .wanting(&want);
                     if let Some(src) = &di.source {
                         s.changes.push(change("source", None, Some(to_value(src))));
                     }
-                    s.changes.push(change("aliases", None, Some(list_value(&names.iter().collect::<Vec<_>>()))));
+                    s.changes.push(change(
+                        "aliases",
+                        None,
+                        Some(list_value(&names.iter().collect::<Vec<_>>())),
+                    ));
                     diff_bool("public", di.public, false, &mut s.changes);
                     diff_bool("auto_update", di.auto_update, false, &mut s.changes);
                     diff_map(
                         "properties",
                         &di.properties,
                         &ConfigMap::new(),
-                        MapRules { ignore: ignore_image_owner, keep_live_only: always },
+                        MapRules {
+                            ignore: ignore_image_owner,
+                            keep_live_only: always,
+                        },
                         &mut s.changes,
                     );
                     self.dep(&mut s, Kind::Project, &di.project);
@@ -1082,30 +1214,53 @@ impl<'a> Planner<'a> {
                         ignore: ignore_image_owner,
                         keep_live_only: always,
                     };
-                    diff_map("properties", &di.properties, &li.properties, prop_rules, &mut changes);
+                    diff_map(
+                        "properties",
+                        &di.properties,
+                        &li.properties,
+                        prop_rules,
+                        &mut changes,
+                    );
                     let have: Vec<&str> = live_aliases
                         .get(&id_live)
                         .map(|s| s.iter().copied().collect())
                         .unwrap_or_default();
                     let want_aliases: Vec<&str> = names.iter().copied().collect();
                     if have != want_aliases {
-                        changes.push(change("aliases", Some(list_value(&have)), Some(list_value(&want_aliases))));
+                        changes.push(change(
+                            "aliases",
+                            Some(list_value(&have)),
+                            Some(list_value(&want_aliases)),
+                        ));
                     }
                     if changes.is_empty() {
                         continue;
                     }
                     let want = Image {
                         properties: merged(&di.properties, &li.properties, prop_rules),
-                        fingerprint: if refresh { pinned.map(str::to_string) } else { li.fingerprint.clone() },
+                        fingerprint: if refresh {
+                            pinned.map(str::to_string)
+                        } else {
+                            li.fingerprint.clone()
+                        },
                         ..di.clone()
                     };
                     let (action, reason) = if refresh {
-                        (Action::Refresh, "the pinned fingerprint differs from the image in LXD")
+                        (
+                            Action::Refresh,
+                            "the pinned fingerprint differs from the image in LXD",
+                        )
                     } else {
                         (Action::Update, "differs from the fleet")
                     };
-                    let mut s = Step::new(oref, action, reason).wanting(&want).against(li, true);
-                    s.etag = self.live.etags.get(&format!("Image/{}/{alias}", li.project)).cloned();
+                    let mut s = Step::new(oref, action, reason)
+                        .wanting(&want)
+                        .against(li, true);
+                    s.etag = self
+                        .live
+                        .etags
+                        .get(&format!("Image/{}/{alias}", li.project))
+                        .cloned();
                     s.changes = changes;
                     self.dep(&mut s, Kind::Project, &di.project);
                     self.push(PhaseKind::Images, s)
@@ -1139,7 +1294,9 @@ impl<'a> Planner<'a> {
                         members: Vec::new(),
                         ..dg.clone()
                     };
-                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in LXD").wanting(&want);
+                    let mut s =
+                        Step::new(oref, Action::Create, "declared in the fleet, not in LXD")
+                            .wanting(&want);
                     diff_str("description", &dg.description, "", &mut s.changes);
                     let id = self.push(PhaseKind::Members, s);
                     self.provide(Kind::ClusterGroup, name, &id);
@@ -1156,7 +1313,12 @@ impl<'a> Planner<'a> {
                     let mut s = Step::new(oref, Action::Update, "differs from the fleet")
                         .wanting(&want)
                         .against(lg, true);
-                    diff_str("description", &dg.description, &lg.description, &mut s.changes);
+                    diff_str(
+                        "description",
+                        &dg.description,
+                        &lg.description,
+                        &mut s.changes,
+                    );
                     let id = self.push(PhaseKind::Members, s);
                     self.provide(Kind::ClusterGroup, name, &id);
                 }
@@ -1225,7 +1387,9 @@ impl<'a> Planner<'a> {
             if let Some(c) = p.member_config.get(&dm.name) {
                 needs.push((Kind::StoragePool, p.name.clone()));
                 for (k, v) in c {
-                    member_config.push(json!({"entity": "storage-pool", "name": p.name, "key": k, "value": v}));
+                    member_config.push(
+                        json!({"entity": "storage-pool", "name": p.name, "key": k, "value": v}),
+                    );
                 }
             }
         }
@@ -1233,11 +1397,16 @@ impl<'a> Planner<'a> {
             if let Some(c) = n.member_config.get(&dm.name) {
                 needs.push((Kind::Network, pkey(&n.project, &n.name)));
                 for (k, v) in c {
-                    member_config.push(json!({"entity": "network", "name": n.name, "key": k, "value": v}));
+                    member_config
+                        .push(json!({"entity": "network", "name": n.name, "key": k, "value": v}));
                 }
             }
         }
-        let mut s = Step::new(oref.clone(), Action::Join, "declared in the fleet, not a member of the cluster yet");
+        let mut s = Step::new(
+            oref.clone(),
+            Action::Join,
+            "declared in the fleet, not a member of the cluster yet",
+        );
         s.desired = Some(json!({ "member": to_value(&want), "member_config": member_config }));
         if let Some(a) = &dm.address {
             s.changes.push(change("address", None, Some(string(a))));
@@ -1250,14 +1419,32 @@ impl<'a> Planner<'a> {
         diff_str("description", &dm.description, "", &mut s.changes);
         let roles = Self::user_roles(&dm.roles);
         if !roles.is_empty() {
-            s.changes.push(change("roles", None, Some(list_value(&roles))));
+            s.changes
+                .push(change("roles", None, Some(list_value(&roles))));
         }
         if dm.failure_domain != "default" {
-            s.changes.push(change("failure_domain", None, Some(string(&dm.failure_domain))));
+            s.changes.push(change(
+                "failure_domain",
+                None,
+                Some(string(&dm.failure_domain)),
+            ));
         }
-        s.changes.push(change("groups", None, Some(list_value(&dm.groups))));
-        diff_map("config", &dm.config, &ConfigMap::new(), OWNED_RULES, &mut s.changes);
-        diff_map("server_config", &dm.server_config, &ConfigMap::new(), MapRules::MERGE, &mut s.changes);
+        s.changes
+            .push(change("groups", None, Some(list_value(&dm.groups))));
+        diff_map(
+            "config",
+            &dm.config,
+            &ConfigMap::new(),
+            OWNED_RULES,
+            &mut s.changes,
+        );
+        diff_map(
+            "server_config",
+            &dm.server_config,
+            &ConfigMap::new(),
+            MapRules::MERGE,
+            &mut s.changes,
+        );
         for g in &dm.groups {
             self.dep(&mut s, Kind::ClusterGroup, g);
         }
@@ -1267,7 +1454,11 @@ impl<'a> Planner<'a> {
         let id = self.push(PhaseKind::Members, s);
         self.provide(Kind::Member, &dm.name, &id);
         if dm.ensure == MemberEnsure::Evacuated {
-            let mut e = Step::new(oref, Action::Evacuate, "the fleet declares it `ensure: evacuated`");
+            let mut e = Step::new(
+                oref,
+                Action::Evacuate,
+                "the fleet declares it `ensure: evacuated`",
+            );
             e.after(&id);
             let eid = self.push(PhaseKind::Members, e);
             self.provide(Kind::Member, &dm.name, &eid);
@@ -1277,9 +1468,24 @@ impl<'a> Planner<'a> {
     fn update_member(&mut self, dm: &'a Member, lm: &'a Member) {
         let oref = ObjectRef::global(Kind::Member, dm.name.clone());
         let mut changes = Vec::new();
-        diff_str("description", &dm.description, &lm.description, &mut changes);
-        diff_set("roles", &Self::user_roles(&dm.roles), &Self::user_roles(&lm.roles), &mut changes);
-        diff_str("failure_domain", &dm.failure_domain, &lm.failure_domain, &mut changes);
+        diff_str(
+            "description",
+            &dm.description,
+            &lm.description,
+            &mut changes,
+        );
+        diff_set(
+            "roles",
+            &Self::user_roles(&dm.roles),
+            &Self::user_roles(&lm.roles),
+            &mut changes,
+        );
+        diff_str(
+            "failure_domain",
+            &dm.failure_domain,
+            &lm.failure_domain,
+            &mut changes,
+        );
         diff_map("config", &dm.config, &lm.config, OWNED_RULES, &mut changes);
         diff_set("groups", &dm.groups, &lm.groups, &mut changes);
         if !changes.is_empty() {
@@ -1306,16 +1512,25 @@ impl<'a> Planner<'a> {
         let step = match (dm.ensure, status) {
             (MemberEnsure::Evacuated, Some("Evacuated")) => None,
             (MemberEnsure::Evacuated, _) => {
-                let mut e = Step::new(oref, Action::Evacuate, "the fleet declares it `ensure: evacuated`")
-                    .against(lm, false);
+                let mut e = Step::new(
+                    oref,
+                    Action::Evacuate,
+                    "the fleet declares it `ensure: evacuated`",
+                )
+                .against(lm, false);
                 if status == Some("Offline") {
-                    e.flags.push(Flag::Blocked(format!("member `{}` is offline", dm.name)));
+                    e.flags
+                        .push(Flag::Blocked(format!("member `{}` is offline", dm.name)));
                 }
                 Some(e)
             }
             (MemberEnsure::Present, Some("Evacuated")) => Some(
-                Step::new(oref, Action::Restore, "evacuated, and the fleet declares it `ensure: present`")
-                    .against(lm, false),
+                Step::new(
+                    oref,
+                    Action::Restore,
+                    "evacuated, and the fleet declares it `ensure: present`",
+                )
+                .against(lm, false),
             ),
             _ => None,
         };
@@ -1356,11 +1571,15 @@ impl<'a> Planner<'a> {
                     let mut e = Step::new(
                         oref,
                         Action::Evacuate,
-                        format!("evacuate before removal: it holds {} instance(s)", holds.len()),
+                        format!(
+                            "evacuate before removal: it holds {} instance(s)",
+                            holds.len()
+                        ),
                     )
                     .against(lm, false);
                     if lm.status.as_deref() == Some("Offline") {
-                        e.flags.push(Flag::Blocked(format!("member `{}` is offline", lm.name)));
+                        e.flags
+                            .push(Flag::Blocked(format!("member `{}` is offline", lm.name)));
                     }
                     let eid = self.push(phase, e);
                     s.after(&eid);
@@ -1373,7 +1592,8 @@ impl<'a> Planner<'a> {
             }
         }
         let id = self.push(phase, s);
-        self.removals.push((phase, self.phases[phase.index()].len() - 1));
+        self.removals
+            .push((phase, self.phases[phase.index()].len() - 1));
         id
     }
 
@@ -1415,18 +1635,34 @@ impl<'a> Planner<'a> {
         want.location = None;
         want.status = None;
         want.base_image = None;
-        let mut s = Step::new(oref.clone(), Action::Create, "declared in the fleet, not in LXD").wanting(&want);
-        s.changes.push(change("type", None, Some(string(di.instance_type.as_lxd()))));
+        let mut s = Step::new(
+            oref.clone(),
+            Action::Create,
+            "declared in the fleet, not in LXD",
+        )
+        .wanting(&want);
+        s.changes.push(change(
+            "type",
+            None,
+            Some(string(di.instance_type.as_lxd())),
+        ));
         if let Some(img) = &di.image {
             s.changes.push(change("image", None, Some(string(img))));
         }
         if let Some(t) = &di.target {
             s.changes.push(change("target", None, Some(string(t))));
         }
-        s.changes.push(change("profiles", None, Some(list_value(&di.profiles))));
+        s.changes
+            .push(change("profiles", None, Some(list_value(&di.profiles))));
         diff_str("description", &di.description, "", &mut s.changes);
         diff_bool("ephemeral", di.ephemeral, false, &mut s.changes);
-        diff_map("config", &di.config, &ConfigMap::new(), INSTANCE_RULES, &mut s.changes);
+        diff_map(
+            "config",
+            &di.config,
+            &ConfigMap::new(),
+            INSTANCE_RULES,
+            &mut s.changes,
+        );
         diff_devices("devices", &di.devices, &Devices::new(), &mut s.changes);
         self.dep(&mut s, Kind::Project, &di.project);
         let pp = self.feature_project(&di.project, "features.profiles");
@@ -1440,7 +1676,11 @@ impl<'a> Planner<'a> {
         if let Some(t) = &di.target {
             if let Some(g) = t.strip_prefix('@') {
                 self.dep(&mut s, Kind::ClusterGroup, g);
-                let members: Vec<&str> = self.groups.get(g).map(|m| m.iter().copied().collect()).unwrap_or_default();
+                let members: Vec<&str> = self
+                    .groups
+                    .get(g)
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default();
                 for m in members {
                     self.dep(&mut s, Kind::Member, m);
                 }
@@ -1492,11 +1732,26 @@ impl<'a> Planner<'a> {
 
     fn update_instance(&mut self, key: &'a str, di: &'a Instance, li: &'a Instance) {
         let mut changes = Vec::new();
-        diff_str("description", &di.description, &li.description, &mut changes);
-        diff_map("config", &di.config, &li.config, INSTANCE_RULES, &mut changes);
+        diff_str(
+            "description",
+            &di.description,
+            &li.description,
+            &mut changes,
+        );
+        diff_map(
+            "config",
+            &di.config,
+            &li.config,
+            INSTANCE_RULES,
+            &mut changes,
+        );
         diff_devices("devices", &di.devices, &li.devices, &mut changes);
         if di.profiles != li.profiles {
-            changes.push(change("profiles", Some(list_value(&li.profiles)), Some(list_value(&di.profiles))));
+            changes.push(change(
+                "profiles",
+                Some(list_value(&li.profiles)),
+                Some(list_value(&di.profiles)),
+            ));
         }
         diff_bool("ephemeral", di.ephemeral, li.ephemeral, &mut changes);
         let live_running = is_running(li);
@@ -1548,7 +1803,11 @@ impl<'a> Planner<'a> {
                 ));
             }
             if image_changed {
-                s.changes.push(change("image", li.image.as_deref().map(string), di.image.as_deref().map(string)));
+                s.changes.push(change(
+                    "image",
+                    li.image.as_deref().map(string),
+                    di.image.as_deref().map(string),
+                ));
             }
             s.changes.extend(changes);
             s.flags.push(Flag::ReplaceNeeded);
@@ -1559,7 +1818,11 @@ impl<'a> Planner<'a> {
         // Where the instance's member is evacuated, it is not started there.
         let start_block = li.location.as_deref().and_then(|m| {
             let evacuated = self.live_status(m) == Some("Evacuated")
-                || self.d.members.get(m).is_some_and(|dm| dm.ensure != MemberEnsure::Present);
+                || self
+                    .d
+                    .members
+                    .get(m)
+                    .is_some_and(|dm| dm.ensure != MemberEnsure::Present);
             evacuated.then(|| format!("member `{m}` is evacuated"))
         });
         let mut running = live_running;
@@ -1567,7 +1830,8 @@ impl<'a> Planner<'a> {
 
         // Desired stopped: stop first, so updates and moves happen on a stopped instance.
         if running && !want_running {
-            let s = Step::new(oref.clone(), Action::Stop, "the fleet declares it stopped").against(li, false);
+            let s = Step::new(oref.clone(), Action::Stop, "the fleet declares it stopped")
+                .against(li, false);
             self.emit(&mut chain, s, &[]);
             running = false;
         }
@@ -1602,12 +1866,18 @@ impl<'a> Planner<'a> {
                     s.flags.push(Flag::RestartNeeded);
                     if vm {
                         s.reason = format!("differs from the fleet; a running VM cannot change {keys}: stop, update, start");
-                        let stop = Step::new(oref.clone(), Action::Stop, format!("a running VM cannot change {keys}"))
-                            .against(li, false);
+                        let stop = Step::new(
+                            oref.clone(),
+                            Action::Stop,
+                            format!("a running VM cannot change {keys}"),
+                        )
+                        .against(li, false);
                         self.emit(&mut chain, stop, &[]);
                         running = false;
                     } else {
-                        s.reason = format!("differs from the fleet; {keys} take(s) effect after a restart");
+                        s.reason = format!(
+                            "differs from the fleet; {keys} take(s) effect after a restart"
+                        );
                         need_restart = true;
                     }
                 } else {
@@ -1626,11 +1896,18 @@ impl<'a> Planner<'a> {
             let mut s = Step::new(
                 oref.clone(),
                 Action::Move,
-                format!("runs on `{}`, the fleet places it on `{to}`", li.location.as_deref().unwrap_or("?")),
+                format!(
+                    "runs on `{}`, the fleet places it on `{to}`",
+                    li.location.as_deref().unwrap_or("?")
+                ),
             )
             .wanting(&want)
             .against(li, true);
-            s.changes.push(change("location", li.location.as_deref().map(string), Some(string(to))));
+            s.changes.push(change(
+                "location",
+                li.location.as_deref().map(string),
+                Some(string(to)),
+            ));
             if !self.policy.allow_move {
                 s.flags.push(Flag::MoveHeld);
                 self.emit(&mut chain, s, &[]);
@@ -1642,7 +1919,8 @@ impl<'a> Planner<'a> {
                 }
                 if running && s.runs() {
                     // Containers cannot move live without CRIU: stop, move, start.
-                    let stop = Step::new(oref.clone(), Action::Stop, "stop to move it").against(li, false);
+                    let stop =
+                        Step::new(oref.clone(), Action::Stop, "stop to move it").against(li, false);
                     self.emit(&mut chain, stop, &[]);
                     running = false;
                 }
@@ -1685,18 +1963,25 @@ impl<'a> Planner<'a> {
             let oref = ObjectRef::global(Kind::Certificate, name.clone());
             match pair {
                 Pair::Desired(dc) => {
-                    let mut s = Step::new(oref, Action::Create, "declared in the fleet, not in the trust store")
-                        .wanting(&Certificate {
-                            certificate_file: None,
-                            ..dc.clone()
-                        });
-                    s.changes.push(change("type", None, Some(to_value(&dc.cert_type))));
+                    let mut s = Step::new(
+                        oref,
+                        Action::Create,
+                        "declared in the fleet, not in the trust store",
+                    )
+                    .wanting(&Certificate {
+                        certificate_file: None,
+                        ..dc.clone()
+                    });
+                    s.changes
+                        .push(change("type", None, Some(to_value(&dc.cert_type))));
                     diff_bool("restricted", dc.restricted, false, &mut s.changes);
                     if !dc.projects.is_empty() {
-                        s.changes.push(change("projects", None, Some(list_value(&dc.projects))));
+                        s.changes
+                            .push(change("projects", None, Some(list_value(&dc.projects))));
                     }
                     if !dc.fingerprint.is_empty() {
-                        s.changes.push(change("fingerprint", None, Some(string(&dc.fingerprint))));
+                        s.changes
+                            .push(change("fingerprint", None, Some(string(&dc.fingerprint))));
                     }
                     for p in &dc.projects {
                         self.dep(&mut s, Kind::Project, p);
@@ -1706,7 +1991,11 @@ impl<'a> Planner<'a> {
                 Pair::Both(dc, lc) => {
                     let mut changes = Vec::new();
                     if dc.cert_type != lc.cert_type {
-                        changes.push(change("type", Some(to_value(&lc.cert_type)), Some(to_value(&dc.cert_type))));
+                        changes.push(change(
+                            "type",
+                            Some(to_value(&lc.cert_type)),
+                            Some(to_value(&dc.cert_type)),
+                        ));
                     }
                     diff_bool("restricted", dc.restricted, lc.restricted, &mut changes);
                     diff_set("projects", &dc.projects, &lc.projects, &mut changes);
@@ -1765,7 +2054,11 @@ impl<'a> Planner<'a> {
     fn snap(&mut self) {
         let (d, l) = (self.d, self.l);
         let defaults = self.spec.snap.as_ref();
-        let absent = |m: &str| d.members.get(m).is_some_and(|dm| dm.ensure == MemberEnsure::Absent);
+        let absent = |m: &str| {
+            d.members
+                .get(m)
+                .is_some_and(|dm| dm.ensure == MemberEnsure::Absent)
+        };
         let mut members: BTreeSet<&'a str> = d.snap.keys().map(String::as_str).collect();
         if defaults.is_some() {
             if d.members.is_empty() {
@@ -1805,7 +2098,11 @@ impl<'a> Planner<'a> {
             let mut flags = Vec::new();
             if let Some(want) = channel {
                 if ls.channel.as_deref() != Some(want.as_str()) {
-                    changes.push(change("channel", ls.channel.as_deref().map(string), Some(string(want))));
+                    changes.push(change(
+                        "channel",
+                        ls.channel.as_deref().map(string),
+                        Some(string(want)),
+                    ));
                     if let Some(have) = &ls.channel {
                         let (wt, ht) = (channel_track(want), channel_track(have));
                         if track_cmp(wt, ht) == Some(Ordering::Less) {
@@ -1820,7 +2117,11 @@ impl<'a> Planner<'a> {
             if changes.is_empty() {
                 continue;
             }
-            let keys = || changes.iter().filter_map(|c| c.path.strip_prefix("config."));
+            let keys = || {
+                changes
+                    .iter()
+                    .filter_map(|c| c.path.strip_prefix("config."))
+            };
             if keys().any(|k| SNAP_RELOAD_PREFIXES.iter().any(|p| k.starts_with(p))) {
                 flags.push(Flag::ReloadNeeded);
             }
@@ -1839,7 +2140,8 @@ impl<'a> Planner<'a> {
             } else {
                 "differs from the fleet; members are changed one at a time"
             };
-            let mut s = Step::new(ObjectRef::global(Kind::Snap, m), Action::Update, reason).wanting(&want);
+            let mut s =
+                Step::new(ObjectRef::global(Kind::Snap, m), Action::Update, reason).wanting(&want);
             if !joining {
                 s = s.against(ls, true);
             }
@@ -1864,7 +2166,12 @@ impl<'a> Planner<'a> {
         let inventory: BTreeSet<&str> = l
             .server_config
             .get(INVENTORY_KEY)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         const P: PhaseKind = PhaseKind::Prune;
         // Deleted objects (`Kind/key`) and the delete steps that free each dependency.
@@ -1876,7 +2183,10 @@ impl<'a> Planner<'a> {
         let mut by_project: HashMap<String, Vec<String>> = HashMap::new();
         let mut by_member: HashMap<String, Vec<String>> = HashMap::new();
 
-        let refs = |me: &Self, project: &str, devices: &Devices, id: &str,
+        let refs = |me: &Self,
+                    project: &str,
+                    devices: &Devices,
+                    id: &str,
                     by_pool: &mut HashMap<String, Vec<String>>,
                     by_network: &mut HashMap<String, Vec<String>>| {
             for props in devices.values() {
@@ -1885,7 +2195,10 @@ impl<'a> Planner<'a> {
                 }
                 if let Some(n) = props.get("network") {
                     let np = me.feature_project(project, "features.networks");
-                    by_network.entry(pkey(np, n)).or_default().push(id.to_string());
+                    by_network
+                        .entry(pkey(np, n))
+                        .or_default()
+                        .push(id.to_string());
                 }
             }
         };
@@ -1899,7 +2212,8 @@ impl<'a> Planner<'a> {
             let mut prev = None;
             if is_running(li) {
                 // LXD refuses to delete a running instance.
-                let mut s = Step::new(instance_ref(li), Action::Stop, "stop before deleting").against(li, false);
+                let mut s = Step::new(instance_ref(li), Action::Stop, "stop before deleting")
+                    .against(li, false);
                 if let Some(b) = &block {
                     s.flags.push(Flag::Blocked(b.clone()));
                 }
@@ -1922,8 +2236,18 @@ impl<'a> Planner<'a> {
             for p in &li.profiles {
                 by_profile.entry(pkey(pp, p)).or_default().push(id.clone());
             }
-            refs(self, &li.project, &li.devices, &id, &mut by_pool, &mut by_network);
-            by_project.entry(li.project.clone()).or_default().push(id.clone());
+            refs(
+                self,
+                &li.project,
+                &li.devices,
+                &id,
+                &mut by_pool,
+                &mut by_network,
+            );
+            by_project
+                .entry(li.project.clone())
+                .or_default()
+                .push(id.clone());
             if let Some(m) = &li.location {
                 by_member.entry(m.clone()).or_default().push(id.clone());
             }
@@ -1992,7 +2316,14 @@ impl<'a> Planner<'a> {
                 )));
             }
             let id = self.push(P, s);
-            refs(self, &lp.project, &lp.devices, &id, &mut by_pool, &mut by_network);
+            refs(
+                self,
+                &lp.project,
+                &lp.devices,
+                &id,
+                &mut by_pool,
+                &mut by_network,
+            );
             by_project.entry(lp.project.clone()).or_default().push(id);
             gone.insert(format!("Profile/{key}"));
         }

@@ -20,6 +20,6 @@ pub use model::{
 };
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod tests;

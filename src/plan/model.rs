@@ -278,7 +278,9 @@ impl Flag {
     /// A short label for humans.
     pub fn label(&self) -> String {
         match self {
-            Flag::RestartNeeded => "restart needed: the plan restarts (policy.allow_restart)".into(),
+            Flag::RestartNeeded => {
+                "restart needed: the plan restarts (policy.allow_restart)".into()
+            }
             Flag::RestartHeld => {
                 "restart needed but policy.allow_restart is false: held, not applied".into()
             }
@@ -438,7 +440,10 @@ mod tests {
                         after: None,
                     }],
                     reason: "drift".into(),
-                    flags: vec![Flag::Blocked("member n1 is offline".into()), Flag::RestartHeld],
+                    flags: vec![
+                        Flag::Blocked("member n1 is offline".into()),
+                        Flag::RestartHeld,
+                    ],
                     depends_on: vec![],
                     etag: Some("abc".into()),
                     live_digest: None,
@@ -479,7 +484,10 @@ mod tests {
         let mut v: Value = serde_json::from_str(&sample().to_json()).unwrap();
         v["version"] = 2.into();
         let err = Plan::from_json(&v.to_string()).unwrap_err();
-        assert!(err.to_string().contains("version 2 is not supported"), "{err}");
+        assert!(
+            err.to_string().contains("version 2 is not supported"),
+            "{err}"
+        );
         assert!(matches!(
             Plan::from_json("{}"),
             Err(PlanFormatError::NoVersion)
@@ -490,7 +498,15 @@ mod tests {
     fn counts_and_emptiness() {
         let p = sample();
         assert!(!p.is_empty());
-        assert_eq!(p.counts(), Summary { create: 0, update: 1, delete: 0, other: 0 });
+        assert_eq!(
+            p.counts(),
+            Summary {
+                create: 0,
+                update: 1,
+                delete: 0,
+                other: 0
+            }
+        );
         assert!(!p.steps().next().unwrap().runs());
         assert_eq!(Action::RemoveMember.category(), Category::Delete);
     }

@@ -58,21 +58,36 @@ fn desired(d: &mut Dice) -> DesiredCluster {
     let n_members = 1 + d.n(MEMBERS.len());
     let with_group = d.b();
     if with_group {
-        o.groups.insert("g1".into(), ClusterGroup { name: "g1".into(), description: "edge".into(), members: vec![] });
+        o.groups.insert(
+            "g1".into(),
+            ClusterGroup {
+                name: "g1".into(),
+                description: "edge".into(),
+                members: vec![],
+            },
+        );
     }
     for m in &MEMBERS[..n_members] {
         let mut groups = vec!["default".to_string()];
         if with_group && d.b() {
             groups.push("g1".into());
         }
-        let ensure = if d.n(5) == 0 { MemberEnsure::Evacuated } else { MemberEnsure::Present };
+        let ensure = if d.n(5) == 0 {
+            MemberEnsure::Evacuated
+        } else {
+            MemberEnsure::Present
+        };
         o.members.insert(
             m.to_string(),
             Member {
                 name: m.to_string(),
                 description: String::new(),
                 address: Some(format!("10.0.0.{}:8443", d.n(200))),
-                roles: if d.b() { vec!["event-hub".into()] } else { vec![] },
+                roles: if d.b() {
+                    vec!["event-hub".into()]
+                } else {
+                    vec![]
+                },
                 failure_domain: d.pick(&["default", "rack1"]).into(),
                 config: d.config(&["scheduler.instance", "user.rack"], 1),
                 groups,
@@ -88,21 +103,36 @@ fn desired(d: &mut Dice) -> DesiredCluster {
         if d.b() {
             let mut config = ConfigMap::new();
             if d.b() {
-                config.insert("features.profiles".into(), d.pick(&["true", "false"]).into());
+                config.insert(
+                    "features.profiles".into(),
+                    d.pick(&["true", "false"]).into(),
+                );
             }
             if d.b() {
                 config.insert("limits.instances".into(), "10".into());
             }
-            o.projects.insert(p.to_string(), Project { name: p.to_string(), description: String::new(), config });
+            o.projects.insert(
+                p.to_string(),
+                Project {
+                    name: p.to_string(),
+                    description: String::new(),
+                    config,
+                },
+            );
         }
     }
-    let projects: Vec<String> = std::iter::once("default".to_string()).chain(o.projects.keys().cloned()).collect();
+    let projects: Vec<String> = std::iter::once("default".to_string())
+        .chain(o.projects.keys().cloned())
+        .collect();
     for name in ["local", "fast"] {
         if d.b() {
             let mut member_config = std::collections::BTreeMap::new();
             for m in o.members.keys() {
                 if d.b() {
-                    member_config.insert(m.clone(), [("source".to_string(), format!("/dev/sd{}", d.n(4)))].into());
+                    member_config.insert(
+                        m.clone(),
+                        [("source".to_string(), format!("/dev/sd{}", d.n(4)))].into(),
+                    );
                 }
             }
             o.storage_pools.insert(
@@ -149,14 +179,23 @@ fn desired(d: &mut Dice) -> DesiredCluster {
         }
         o.profiles.insert(
             pkey(&project, &name),
-            Profile { project, name, description: String::new(), config: d.config(INSTANCE_KEYS, 2), devices },
+            Profile {
+                project,
+                name,
+                description: String::new(),
+                config: d.config(INSTANCE_KEYS, 2),
+                devices,
+            },
         );
     }
     for _ in 0..d.n(3) {
         let project = projects[d.n(projects.len())].clone();
         let name = d.pick(&["debian", "alpine"]).to_string();
         let aliases = if d.b() {
-            vec![ImageAlias { name: format!("{name}-stable"), description: String::new() }]
+            vec![ImageAlias {
+                name: format!("{name}-stable"),
+                description: String::new(),
+            }]
         } else {
             vec![]
         };
@@ -183,10 +222,17 @@ fn desired(d: &mut Dice) -> DesiredCluster {
         );
     }
     let members: Vec<String> = o.members.keys().cloned().collect();
-    let g1_used = o.members.values().any(|m| m.groups.iter().any(|g| g == "g1"));
+    let g1_used = o
+        .members
+        .values()
+        .any(|m| m.groups.iter().any(|g| g == "g1"));
     for n in 0..d.n(12) {
         let project = projects[d.n(projects.len())].clone();
-        let pp = match o.projects.get(&project).and_then(|p| p.config.get("features.profiles")) {
+        let pp = match o
+            .projects
+            .get(&project)
+            .and_then(|p| p.config.get("features.profiles"))
+        {
             Some(v) if v == "false" => "default".to_string(),
             _ => project.clone(),
         };
@@ -225,7 +271,11 @@ fn desired(d: &mut Dice) -> DesiredCluster {
             Instance {
                 project,
                 name,
-                instance_type: if d.n(4) == 0 { InstanceType::VirtualMachine } else { InstanceType::Container },
+                instance_type: if d.n(4) == 0 {
+                    InstanceType::VirtualMachine
+                } else {
+                    InstanceType::Container
+                },
                 description: if d.b() { "web".into() } else { String::new() },
                 image,
                 profiles,
@@ -233,7 +283,11 @@ fn desired(d: &mut Dice) -> DesiredCluster {
                 devices,
                 ephemeral: false,
                 target,
-                state: if d.n(3) == 0 { PowerState::Stopped } else { PowerState::Running },
+                state: if d.n(3) == 0 {
+                    PowerState::Stopped
+                } else {
+                    PowerState::Running
+                },
                 location: None,
                 status: None,
                 base_image: None,
@@ -246,9 +300,17 @@ fn desired(d: &mut Dice) -> DesiredCluster {
                 name.into(),
                 Certificate {
                     name: name.into(),
-                    cert_type: if name == "metrics" { CertificateType::Metrics } else { CertificateType::Client },
+                    cert_type: if name == "metrics" {
+                        CertificateType::Metrics
+                    } else {
+                        CertificateType::Client
+                    },
                     restricted: name == "ci",
-                    projects: if name == "ci" { vec!["default".into()] } else { vec![] },
+                    projects: if name == "ci" {
+                        vec!["default".into()]
+                    } else {
+                        vec![]
+                    },
                     certificate: format!("PEM-{name}\n"),
                     certificate_file: None,
                     fingerprint: format!("{name:0>64}"),
@@ -281,7 +343,10 @@ fn desired(d: &mut Dice) -> DesiredCluster {
             endpoints: vec!["https://10.0.0.1:8443".into()],
             fingerprint: "0".repeat(64),
             credentials: "c".into(),
-            config: d.config(&["images.auto_update_interval", "cluster.offline_threshold"], 2),
+            config: d.config(
+                &["images.auto_update_interval", "cluster.offline_threshold"],
+                2,
+            ),
             policy: Policy {
                 prune: d.b(),
                 allow_restart: d.b(),
@@ -304,29 +369,56 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
         c.insert(OWNER_KEY.into(), cluster.into());
         c
     };
-    let mut l = ClusterObjects::default();
-    l.server_config = dc.spec.config.clone();
-    l.server_config.insert("core.https_address".into(), "10.0.0.1:8443".into());
-    let mut inventory: Vec<String> = o.certificates.keys().map(|n| format!("Certificate/{n}")).collect();
-    inventory.extend(o.groups.keys().filter(|g| *g != "default").map(|g| format!("ClusterGroup/{g}")));
+    let mut l = ClusterObjects {
+        server_config: dc.spec.config.clone(),
+        ..Default::default()
+    };
+    l.server_config
+        .insert("core.https_address".into(), "10.0.0.1:8443".into());
+    let mut inventory: Vec<String> = o
+        .certificates
+        .keys()
+        .map(|n| format!("Certificate/{n}"))
+        .collect();
+    inventory.extend(
+        o.groups
+            .keys()
+            .filter(|g| *g != "default")
+            .map(|g| format!("ClusterGroup/{g}")),
+    );
     inventory.sort();
     if !inventory.is_empty() {
-        l.server_config.insert(INVENTORY_KEY.into(), inventory.join(","));
+        l.server_config
+            .insert(INVENTORY_KEY.into(), inventory.join(","));
     }
     for g in o.groups.values() {
         l.groups.insert(g.name.clone(), g.clone());
     }
-    l.groups.insert("default".into(), ClusterGroup { name: "default".into(), ..Default::default() });
+    l.groups.insert(
+        "default".into(),
+        ClusterGroup {
+            name: "default".into(),
+            ..Default::default()
+        },
+    );
     for m in o.members.values() {
         let mut lm = m.clone();
         lm.address = None;
         lm.ensure = MemberEnsure::Present;
-        lm.status = Some(if m.ensure == MemberEnsure::Evacuated { "Evacuated" } else { "Online" }.into());
+        lm.status = Some(
+            if m.ensure == MemberEnsure::Evacuated {
+                "Evacuated"
+            } else {
+                "Online"
+            }
+            .into(),
+        );
         if d.b() {
             lm.database_roles = vec!["database".into()];
             lm.roles.push("database".into());
         }
-        lm.server_config.insert("cluster.https_address".into(), "10.0.0.9:8443".into());
+        lm.server_config
+            .insert("cluster.https_address".into(), "10.0.0.9:8443".into());
         l.members.insert(m.name.clone(), lm);
     }
     l.projects.insert(
@@ -343,7 +435,11 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
     for p in o.projects.values() {
         let mut lp = p.clone();
         lp.config = own(&p.config);
-        for f in ["features.images", "features.profiles", "features.storage.volumes"] {
+        for f in [
+            "features.images",
+            "features.profiles",
+            "features.storage.volumes",
+        ] {
             lp.config.entry(f.into()).or_insert_with(|| "true".into());
         }
         l.projects.insert(p.name.clone(), lp);
@@ -351,7 +447,8 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
     for p in o.storage_pools.values() {
         let mut lp = p.clone();
         lp.config = own(&p.config);
-        lp.config.insert("volatile.initial_source".into(), "/dev/sda".into());
+        lp.config
+            .insert("volatile.initial_source".into(), "/dev/sda".into());
         if p.driver == "zfs" {
             lp.config.insert("zfs.pool_name".into(), p.name.clone());
         }
@@ -361,7 +458,8 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
     for (k, n) in &o.networks {
         let mut ln = n.clone();
         ln.config = own(&n.config);
-        ln.config.insert("ipv4.address".into(), "10.9.0.1/24".into());
+        ln.config
+            .insert("ipv4.address".into(), "10.9.0.1/24".into());
         ln.status = Some("Created".into());
         l.networks.insert(k.clone(), ln);
     }
@@ -375,28 +473,46 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
     for (project, _) in l.projects.clone() {
         l.profiles
             .entry(pkey(&project, "default"))
-            .or_insert_with(|| Profile { project: project.clone(), name: "default".into(), ..Default::default() });
+            .or_insert_with(|| Profile {
+                project: project.clone(),
+                name: "default".into(),
+                ..Default::default()
+            });
     }
     for (n, i) in o.images.values().enumerate() {
-        let names: Vec<String> = std::iter::once(i.name.clone()).chain(i.aliases.iter().map(|a| a.name.clone())).collect();
+        let names: Vec<String> = std::iter::once(i.name.clone())
+            .chain(i.aliases.iter().map(|a| a.name.clone()))
+            .collect();
         for a in &names {
             let mut li = i.clone();
             li.name = a.clone();
             li.source = None;
             li.fingerprint = Some(format!("{n:0>64}"));
-            li.aliases = names.iter().map(|x| ImageAlias { name: x.clone(), description: String::new() }).collect();
-            li.properties.insert(IMAGE_OWNER_PROPERTY.into(), cluster.into());
+            li.aliases = names
+                .iter()
+                .map(|x| ImageAlias {
+                    name: x.clone(),
+                    description: String::new(),
+                })
+                .collect();
+            li.properties
+                .insert(IMAGE_OWNER_PROPERTY.into(), cluster.into());
             li.properties.insert("os".into(), "Linux".into());
             l.images.insert(pkey(&i.project, a), li);
         }
     }
     let groups_of = |g: &str| -> Vec<String> {
-        o.members.values().filter(|m| m.groups.iter().any(|x| x == g)).map(|m| m.name.clone()).collect()
+        o.members
+            .values()
+            .filter(|m| m.groups.iter().any(|x| x == g))
+            .map(|m| m.name.clone())
+            .collect()
     };
     for (k, i) in &o.instances {
         let mut li = i.clone();
         li.config = own(&i.config);
-        li.config.insert("volatile.uuid".into(), format!("uuid-{k}"));
+        li.config
+            .insert("volatile.uuid".into(), format!("uuid-{k}"));
         li.config.insert("volatile.idmap.base".into(), "0".into());
         li.config.insert("image.os".into(), "Linux".into());
         let location = match i.target.as_deref() {
@@ -405,7 +521,12 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
                 members[d.n(members.len())].clone()
             }
             Some(t) => t.to_string(),
-            None => o.members.keys().nth(d.n(o.members.len())).cloned().unwrap_or_default(),
+            None => o
+                .members
+                .keys()
+                .nth(d.n(o.members.len()))
+                .cloned()
+                .unwrap_or_default(),
         };
         li.location = Some(location);
         li.target = None;
@@ -421,7 +542,12 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
     }
     l.certificates.insert(
         "m0".into(),
-        Certificate { name: "m0".into(), cert_type: CertificateType::Server, fingerprint: "e".repeat(64), ..Default::default() },
+        Certificate {
+            name: "m0".into(),
+            cert_type: CertificateType::Server,
+            fingerprint: "e".repeat(64),
+            ..Default::default()
+        },
     );
     let defaults = dc.spec.snap.clone().unwrap_or_default();
     for m in o.members.keys() {
@@ -434,13 +560,27 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
             config.extend(doc.config.clone());
         }
         config.insert("lxcfs.pidfd".into(), "true".into());
-        let channel = doc.and_then(|s| s.channel.clone()).or(defaults.channel.clone()).or(Some("5.0/stable".into()));
+        let channel = doc
+            .and_then(|s| s.channel.clone())
+            .or(defaults.channel.clone())
+            .or(Some("5.0/stable".into()));
         l.snap.insert(
             m.clone(),
-            SnapSettings { member: m.clone(), channel, config, revision: Some("31333".into()), pending: ConfigMap::new() },
+            SnapSettings {
+                member: m.clone(),
+                channel,
+                config,
+                revision: Some("31333".into()),
+                pending: ConfigMap::new(),
+            },
         );
     }
-    LiveState { cluster: cluster.into(), objects: l, etags: Default::default(), incomplete: vec![] }
+    LiveState {
+        cluster: cluster.into(),
+        objects: l,
+        etags: Default::default(),
+        incomplete: vec![],
+    }
 }
 
 /// Random drift: objects removed from live, config values changed, leftovers added.
@@ -459,7 +599,14 @@ fn perturb(live: &mut LiveState, d: &mut Dice) {
             }
             2 => {
                 let i = l.instances.get_mut(&k).unwrap();
-                i.status = Some(if i.status.as_deref() == Some("Running") { "Stopped" } else { "Running" }.into());
+                i.status = Some(
+                    if i.status.as_deref() == Some("Running") {
+                        "Stopped"
+                    } else {
+                        "Running"
+                    }
+                    .into(),
+                );
             }
             3 => {
                 let i = l.instances.get_mut(&k).unwrap();
@@ -513,15 +660,32 @@ fn perturb(live: &mut LiveState, d: &mut Dice) {
         );
         l.profiles.insert(
             pkey(project, "old"),
-            Profile { project: project.into(), name: "old".into(), config: config.clone(), ..Default::default() },
+            Profile {
+                project: project.into(),
+                name: "old".into(),
+                config: config.clone(),
+                ..Default::default()
+            },
         );
         if project != "default" {
-            l.projects.entry(project.into()).or_insert(Project { name: project.into(), description: String::new(), config });
+            l.projects.entry(project.into()).or_insert(Project {
+                name: project.into(),
+                description: String::new(),
+                config,
+            });
         }
     }
     if d.b() {
-        l.certificates.insert("stale".into(), Certificate { name: "stale".into(), fingerprint: "d".repeat(64), ..Default::default() });
-        l.server_config.insert(INVENTORY_KEY.into(), "Certificate/stale".into());
+        l.certificates.insert(
+            "stale".into(),
+            Certificate {
+                name: "stale".into(),
+                fingerprint: "d".repeat(64),
+                ..Default::default()
+            },
+        );
+        l.server_config
+            .insert(INVENTORY_KEY.into(), "Certificate/stale".into());
     }
     if d.b() {
         l.members.insert(

@@ -8,7 +8,10 @@ use serde_json::json;
 // -- builders ----------------------------------------------------------------
 
 fn cm(pairs: &[(&str, &str)]) -> ConfigMap {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn desired() -> DesiredCluster {
@@ -70,7 +73,8 @@ fn live_of(i: &Instance, location: &str) -> Instance {
     let mut l = i.clone();
     l.config = owned(l.config);
     l.config.insert("volatile.uuid".into(), "1234".into());
-    l.config.insert("volatile.eth0.hwaddr".into(), "00:16:3e:00:00:01".into());
+    l.config
+        .insert("volatile.eth0.hwaddr".into(), "00:16:3e:00:00:01".into());
     l.config.insert("image.os".into(), "Debian".into());
     l.location = Some(location.into());
     l.status = Some(match i.state {
@@ -156,10 +160,20 @@ fn equal_instances_ignore_lxd_keys_and_the_owner_marker() {
 #[test]
 fn instance_creation_carries_the_owner_marker_then_starts() {
     let mut d = desired();
-    d.objects.projects.insert("web".into(), Project { name: "web".into(), ..Default::default() });
+    d.objects.projects.insert(
+        "web".into(),
+        Project {
+            name: "web".into(),
+            ..Default::default()
+        },
+    );
     d.objects.profiles.insert(
         "web/base".into(),
-        Profile { project: "web".into(), name: "base".into(), ..Default::default() },
+        Profile {
+            project: "web".into(),
+            name: "base".into(),
+            ..Default::default()
+        },
     );
     d.objects.images.insert(
         "web/debian".into(),
@@ -174,7 +188,13 @@ fn instance_creation_carries_the_owner_marker_then_starts() {
             fingerprint: None,
         },
     );
-    d.objects.members.insert("n3".into(), Member { address: Some("10.0.0.3:8443".into()), ..member("n3") });
+    d.objects.members.insert(
+        "n3".into(),
+        Member {
+            address: Some("10.0.0.3:8443".into()),
+            ..member("n3")
+        },
+    );
     let mut i = inst("web", "w1");
     i.profiles = vec!["default".into(), "base".into()];
     i.target = Some("n3".into());
@@ -212,7 +232,10 @@ fn config_drift_is_one_update_and_undeclared_keys_are_removed() {
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["instances/update/Instance/default/a"]);
     let s = step(&p, "instances/update/Instance/default/a");
-    assert_eq!(paths(s), ["description", "config.limits.memory", "config.user.note"]);
+    assert_eq!(
+        paths(s),
+        ["description", "config.limits.memory", "config.user.note"]
+    );
     assert_eq!(s.changes[2].after, None);
     assert_eq!(s.etag.as_deref(), Some("etag-a"));
     assert!(s.live_digest.is_some());
@@ -244,9 +267,15 @@ fn restart_keys_are_held_unless_policy_allows_restarts() {
     let p = plan(&d, &l);
     assert_eq!(
         ids(&p),
-        ["instances/update/Instance/default/a", "instances/restart/Instance/default/a"]
+        [
+            "instances/update/Instance/default/a",
+            "instances/restart/Instance/default/a"
+        ]
     );
-    assert_eq!(step(&p, "instances/update/Instance/default/a").flags, vec![Flag::RestartNeeded]);
+    assert_eq!(
+        step(&p, "instances/update/Instance/default/a").flags,
+        vec![Flag::RestartNeeded]
+    );
     assert_eq!(
         step(&p, "instances/restart/Instance/default/a").depends_on,
         vec!["instances/update/Instance/default/a"]
@@ -265,7 +294,9 @@ fn restart_keys_on_a_stopped_instance_need_nothing_more() {
     put_inst(&mut d.objects, i);
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["instances/update/Instance/default/a"]);
-    assert!(step(&p, "instances/update/Instance/default/a").flags.is_empty());
+    assert!(step(&p, "instances/update/Instance/default/a")
+        .flags
+        .is_empty());
 }
 
 #[test]
@@ -274,7 +305,11 @@ fn running_vms_are_stopped_for_keys_they_cannot_take_live() {
     d.spec.policy.allow_restart = true;
     let mut i = inst("default", "vm");
     i.instance_type = InstanceType::VirtualMachine;
-    i.config = cm(&[("limits.memory", "4GiB"), ("security.secureboot", "false"), ("raw.qemu", "-x")]);
+    i.config = cm(&[
+        ("limits.memory", "4GiB"),
+        ("security.secureboot", "false"),
+        ("raw.qemu", "-x"),
+    ]);
     let mut li = live_of(&i, "n1");
     li.config.insert("raw.qemu".into(), "-y".into());
     put_inst(&mut l.objects, li);
@@ -307,7 +342,10 @@ fn power_state_changes_are_start_and_stop() {
     let p = plan(&d, &l);
     assert_eq!(
         ids(&p),
-        ["instances/start/Instance/default/a", "instances/stop/Instance/default/b"]
+        [
+            "instances/start/Instance/default/a",
+            "instances/stop/Instance/default/b"
+        ]
     );
     assert_eq!(p.counts().other, 2);
 }
@@ -330,7 +368,10 @@ fn type_or_image_changes_are_reported_never_done() {
     let p = plan(&d, &l);
     assert_eq!(
         ids(&p),
-        ["instances/replace/Instance/default/a", "instances/replace/Instance/default/b"]
+        [
+            "instances/replace/Instance/default/a",
+            "instances/replace/Instance/default/b"
+        ]
     );
     let s = step(&p, "instances/replace/Instance/default/a");
     assert_eq!(s.flags, vec![Flag::ReplaceNeeded]);
@@ -346,7 +387,10 @@ fn another_alias_of_the_same_image_is_not_an_image_change() {
         Image {
             project: "default".into(),
             name: "debian".into(),
-            aliases: vec![ImageAlias { name: "debian-12".into(), description: String::new() }],
+            aliases: vec![ImageAlias {
+                name: "debian-12".into(),
+                description: String::new(),
+            }],
             source: None,
             properties: ConfigMap::new(),
             public: false,
@@ -360,7 +404,11 @@ fn another_alias_of_the_same_image_is_not_an_image_change() {
     put_inst(&mut l.objects, li);
     put_inst(&mut d.objects, i);
     let p = plan(&d, &l);
-    assert!(!ids(&p).iter().any(|i| i.starts_with("instances/")), "{:?}", ids(&p));
+    assert!(
+        !ids(&p).iter().any(|i| i.starts_with("instances/")),
+        "{:?}",
+        ids(&p)
+    );
 }
 
 #[test]
@@ -372,7 +420,10 @@ fn moves_are_held_unless_allowed_then_stop_move_start() {
     put_inst(&mut d.objects, i);
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["instances/move/Instance/default/a"]);
-    assert_eq!(step(&p, "instances/move/Instance/default/a").flags, vec![Flag::MoveHeld]);
+    assert_eq!(
+        step(&p, "instances/move/Instance/default/a").flags,
+        vec![Flag::MoveHeld]
+    );
 
     d.spec.policy.allow_move = true;
     let p = plan(&d, &l);
@@ -392,8 +443,19 @@ fn moves_are_held_unless_allowed_then_stop_move_start() {
 #[test]
 fn group_targets_only_move_instances_outside_the_group() {
     let (mut d, mut l) = two_members();
-    d.objects.groups.insert("edge".into(), ClusterGroup { name: "edge".into(), ..Default::default() });
-    d.objects.members.get_mut("n2").unwrap().groups.push("edge".into());
+    d.objects.groups.insert(
+        "edge".into(),
+        ClusterGroup {
+            name: "edge".into(),
+            ..Default::default()
+        },
+    );
+    d.objects
+        .members
+        .get_mut("n2")
+        .unwrap()
+        .groups
+        .push("edge".into());
     let mut a = inst("default", "a");
     a.target = Some("@edge".into());
     let mut b = inst("default", "b");
@@ -403,7 +465,10 @@ fn group_targets_only_move_instances_outside_the_group() {
     put_inst(&mut d.objects, a);
     put_inst(&mut d.objects, b);
     let p = plan(&d, &l);
-    let inst_ids: Vec<_> = ids(&p).into_iter().filter(|i| i.starts_with("instances/")).collect();
+    let inst_ids: Vec<_> = ids(&p)
+        .into_iter()
+        .filter(|i| i.starts_with("instances/"))
+        .collect();
     assert_eq!(inst_ids, ["instances/move/Instance/default/b"]);
 }
 
@@ -417,7 +482,10 @@ fn instances_on_offline_members_are_blocked() {
     put_inst(&mut d.objects, i);
     let p = plan(&d, &l);
     let s = step(&p, "instances/update/Instance/default/a");
-    assert_eq!(blocked_reason(s), Some("member `n1`, where it lives, is offline"));
+    assert_eq!(
+        blocked_reason(s),
+        Some("member `n1`, where it lives, is offline")
+    );
 }
 
 #[test]
@@ -438,7 +506,10 @@ fn creating_on_an_evacuated_member_is_blocked() {
 #[test]
 fn server_config_is_authoritative_cluster_wide_and_per_member_for_local_keys() {
     let (mut d, mut l) = two_members();
-    d.spec.config = cm(&[("images.auto_update_interval", "12"), ("core.trust_password", "s3cret")]);
+    d.spec.config = cm(&[
+        ("images.auto_update_interval", "12"),
+        ("core.trust_password", "s3cret"),
+    ]);
     l.objects.server_config = cm(&[
         ("images.auto_update_interval", "6"),
         ("cluster.offline_threshold", "30"),
@@ -446,15 +517,26 @@ fn server_config_is_authoritative_cluster_wide_and_per_member_for_local_keys() {
         ("core.trust_password", "true"),
     ]);
     l.etags.insert("Server".into(), "srv".into());
-    d.objects.members.get_mut("n1").unwrap().server_config = cm(&[("core.metrics_address", ":9100")]);
-    l.objects.members.get_mut("n1").unwrap().server_config = cm(&[("core.https_address", "10.0.0.1:8443")]);
+    d.objects.members.get_mut("n1").unwrap().server_config =
+        cm(&[("core.metrics_address", ":9100")]);
+    l.objects.members.get_mut("n1").unwrap().server_config =
+        cm(&[("core.https_address", "10.0.0.1:8443")]);
     let p = plan(&d, &l);
     assert_eq!(
         ids(&p),
-        ["server_config/update/Cluster/c", "server_config/update/Member/n1"]
+        [
+            "server_config/update/Cluster/c",
+            "server_config/update/Member/n1"
+        ]
     );
     let s = step(&p, "server_config/update/Cluster/c");
-    assert_eq!(paths(s), ["config.cluster.offline_threshold", "config.images.auto_update_interval"]);
+    assert_eq!(
+        paths(s),
+        [
+            "config.cluster.offline_threshold",
+            "config.images.auto_update_interval"
+        ]
+    );
     assert_eq!(s.etag.as_deref(), Some("srv"));
     let m = step(&p, "server_config/update/Member/n1");
     assert_eq!(paths(m), ["server_config.core.metrics_address"]);
@@ -463,10 +545,14 @@ fn server_config_is_authoritative_cluster_wide_and_per_member_for_local_keys() {
 #[test]
 fn cluster_https_address_cannot_change() {
     let (mut d, mut l) = two_members();
-    d.objects.members.get_mut("n1").unwrap().server_config = cm(&[("cluster.https_address", "10.0.0.9:8443")]);
-    l.objects.members.get_mut("n1").unwrap().server_config = cm(&[("cluster.https_address", "10.0.0.1:8443")]);
+    d.objects.members.get_mut("n1").unwrap().server_config =
+        cm(&[("cluster.https_address", "10.0.0.9:8443")]);
+    l.objects.members.get_mut("n1").unwrap().server_config =
+        cm(&[("cluster.https_address", "10.0.0.1:8443")]);
     let p = plan(&d, &l);
-    assert!(blocked_reason(step(&p, "server_config/update/Member/n1")).unwrap().contains("cannot change"));
+    assert!(blocked_reason(step(&p, "server_config/update/Member/n1"))
+        .unwrap()
+        .contains("cannot change"));
 }
 
 // -- projects, pools, networks, profiles -----------------------------------------------
@@ -475,12 +561,21 @@ fn cluster_https_address_cannot_change() {
 fn projects_keep_lxd_feature_defaults_and_refuse_feature_changes_in_use() {
     let mut d = desired();
     let mut l = live();
-    d.objects.projects.insert("web".into(), Project { name: "web".into(), ..Default::default() });
+    d.objects.projects.insert(
+        "web".into(),
+        Project {
+            name: "web".into(),
+            ..Default::default()
+        },
+    );
     l.objects.projects.insert(
         "web".into(),
         Project {
             name: "web".into(),
-            config: owned(cm(&[("features.images", "true"), ("features.profiles", "true")])),
+            config: owned(cm(&[
+                ("features.images", "true"),
+                ("features.profiles", "true"),
+            ])),
             ..Default::default()
         },
     );
@@ -491,7 +586,11 @@ fn projects_keep_lxd_feature_defaults_and_refuse_feature_changes_in_use() {
     let p = plan(&d, &l);
     let s = step(&p, "projects/update/Project/web");
     assert_eq!(paths(s), ["config.features.images"]);
-    assert!(blocked_reason(s).unwrap().contains("Instance/w1"), "{:?}", s.flags);
+    assert!(
+        blocked_reason(s).unwrap().contains("Instance/w1"),
+        "{:?}",
+        s.flags
+    );
 }
 
 #[test]
@@ -503,11 +602,20 @@ fn pools_compare_member_config_and_keep_lxd_filled_keys() {
         config: cm(&[("volume.size", "10GiB")]),
         ..Default::default()
     };
-    dp.member_config.insert("n1".into(), cm(&[("source", "/dev/sdb")]));
-    dp.member_config.insert("n2".into(), cm(&[("source", "/dev/sdc")]));
+    dp.member_config
+        .insert("n1".into(), cm(&[("source", "/dev/sdb")]));
+    dp.member_config
+        .insert("n2".into(), cm(&[("source", "/dev/sdc")]));
     let mut lp = dp.clone();
-    lp.config = owned(cm(&[("volume.size", "10GiB"), ("zfs.pool_name", "local"), ("volatile.initial_source", "/dev/sdb")]));
-    lp.member_config.insert("n2".into(), cm(&[("source", "/dev/sdd"), ("zfs.pool_name", "local")]));
+    lp.config = owned(cm(&[
+        ("volume.size", "10GiB"),
+        ("zfs.pool_name", "local"),
+        ("volatile.initial_source", "/dev/sdb"),
+    ]));
+    lp.member_config.insert(
+        "n2".into(),
+        cm(&[("source", "/dev/sdd"), ("zfs.pool_name", "local")]),
+    );
     lp.status = Some("Created".into());
     d.objects.storage_pools.insert("local".into(), dp.clone());
     l.objects.storage_pools.insert("local".into(), lp.clone());
@@ -535,7 +643,11 @@ fn bridges_keep_generated_addresses_and_pending_networks_are_finished() {
         ..Default::default()
     };
     let mut ln = dn.clone();
-    ln.config = owned(cm(&[("ipv4.dhcp", "true"), ("ipv4.address", "10.1.2.1/24"), ("ipv6.address", "fd42::1/64")]));
+    ln.config = owned(cm(&[
+        ("ipv4.dhcp", "true"),
+        ("ipv4.address", "10.1.2.1/24"),
+        ("ipv6.address", "fd42::1/64"),
+    ]));
     ln.status = Some("Created".into());
     d.objects.networks.insert("default/br0".into(), dn);
     l.objects.networks.insert("default/br0".into(), ln.clone());
@@ -550,24 +662,47 @@ fn bridges_keep_generated_addresses_and_pending_networks_are_finished() {
 #[test]
 fn the_default_profile_of_a_new_project_is_filled_not_created() {
     let mut d = desired();
-    d.objects.projects.insert("web".into(), Project { name: "web".into(), ..Default::default() });
+    d.objects.projects.insert(
+        "web".into(),
+        Project {
+            name: "web".into(),
+            ..Default::default()
+        },
+    );
     d.objects.storage_pools.insert(
         "local".into(),
-        StoragePool { name: "local".into(), driver: "dir".into(), ..Default::default() },
+        StoragePool {
+            name: "local".into(),
+            driver: "dir".into(),
+            ..Default::default()
+        },
     );
     let mut devices = Devices::new();
-    devices.insert("root".into(), cm(&[("type", "disk"), ("path", "/"), ("pool", "local")]));
+    devices.insert(
+        "root".into(),
+        cm(&[("type", "disk"), ("path", "/"), ("pool", "local")]),
+    );
     d.objects.profiles.insert(
         "web/default".into(),
-        Profile { project: "web".into(), name: "default".into(), devices, ..Default::default() },
+        Profile {
+            project: "web".into(),
+            name: "default".into(),
+            devices,
+            ..Default::default()
+        },
     );
     let p = plan(&d, &live());
     let s = step(&p, "profiles/update/Profile/web/default");
     assert_eq!(
         s.depends_on,
-        ["projects/create/Project/web", "storage_pools_and_networks/create/StoragePool/local"]
+        [
+            "projects/create/Project/web",
+            "storage_pools_and_networks/create/StoragePool/local"
+        ]
     );
-    assert!(s.desired.as_ref().unwrap()["config"].get(OWNER_KEY).is_none());
+    assert!(s.desired.as_ref().unwrap()["config"]
+        .get(OWNER_KEY)
+        .is_none());
 }
 
 #[test]
@@ -596,9 +731,15 @@ fn profile_changes_needing_a_restart_restart_the_instances_using_it() {
     let p = plan(&d, &l);
     assert_eq!(
         ids(&p),
-        ["profiles/update/Profile/default/hardened", "instances/restart/Instance/default/a"]
+        [
+            "profiles/update/Profile/default/hardened",
+            "instances/restart/Instance/default/a"
+        ]
     );
-    assert_eq!(step(&p, "profiles/update/Profile/default/hardened").flags, vec![Flag::RestartNeeded]);
+    assert_eq!(
+        step(&p, "profiles/update/Profile/default/hardened").flags,
+        vec![Flag::RestartNeeded]
+    );
     assert_eq!(
         step(&p, "instances/restart/Instance/default/a").depends_on,
         ["profiles/update/Profile/default/hardened"]
@@ -607,7 +748,10 @@ fn profile_changes_needing_a_restart_restart_the_instances_using_it() {
     d.spec.policy.allow_restart = false;
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["profiles/update/Profile/default/hardened"]);
-    assert_eq!(step(&p, "profiles/update/Profile/default/hardened").flags, vec![Flag::RestartHeld]);
+    assert_eq!(
+        step(&p, "profiles/update/Profile/default/hardened").flags,
+        vec![Flag::RestartHeld]
+    );
 }
 
 // -- images ----------------------------------------------------------------------------
@@ -618,7 +762,10 @@ fn image(name: &str, aliases: &[&str]) -> Image {
         name: name.into(),
         aliases: aliases
             .iter()
-            .map(|a| ImageAlias { name: a.to_string(), description: String::new() })
+            .map(|a| ImageAlias {
+                name: a.to_string(),
+                description: String::new(),
+            })
             .collect(),
         source: Some(ImageSource {
             server: Some("https://images.example.org".into()),
@@ -648,9 +795,13 @@ fn live_image(objs: &mut ClusterObjects, di: &Image, fp: &str, extra_props: &[(&
         li.fingerprint = Some(fp.into());
         li.aliases = names
             .iter()
-            .map(|a| ImageAlias { name: a.clone(), description: String::new() })
+            .map(|a| ImageAlias {
+                name: a.clone(),
+                description: String::new(),
+            })
             .collect();
-        li.properties.insert(IMAGE_OWNER_PROPERTY.into(), "c".into());
+        li.properties
+            .insert(IMAGE_OWNER_PROPERTY.into(), "c".into());
         for (k, v) in extra_props {
             li.properties.insert(k.to_string(), v.to_string());
         }
@@ -663,18 +814,29 @@ fn images_match_by_alias_and_leave_their_own_properties() {
     let mut d = desired();
     let mut l = live();
     let di = image("debian", &["debian-12"]);
-    live_image(&mut l.objects, &di, &"aa".repeat(32), &[("os", "Debian"), ("release", "12")]);
+    live_image(
+        &mut l.objects,
+        &di,
+        &"aa".repeat(32),
+        &[("os", "Debian"), ("release", "12")],
+    );
     d.objects.images.insert("default/debian".into(), di.clone());
     assert!(plan(&d, &l).is_empty());
 
     let mut di2 = di.clone();
-    di2.aliases.push(ImageAlias { name: "stable".into(), description: String::new() });
+    di2.aliases.push(ImageAlias {
+        name: "stable".into(),
+        description: String::new(),
+    });
     di2.public = true;
     d.objects.images.insert("default/debian".into(), di2);
     let p = plan(&d, &l);
     let s = step(&p, "images/update/Image/default/debian");
     assert_eq!(paths(s), ["public", "aliases"]);
-    assert_eq!(s.changes[1].after, Some(json!(["debian", "debian-12", "stable"])));
+    assert_eq!(
+        s.changes[1].after,
+        Some(json!(["debian", "debian-12", "stable"]))
+    );
 }
 
 #[test]
@@ -685,12 +847,17 @@ fn pinned_fingerprints_refresh_and_creates_mark_ownership() {
     live_image(&mut l.objects, &di, &"aa".repeat(32), &[]);
     di.source.as_mut().unwrap().fingerprint = Some("bbbb".into());
     d.objects.images.insert("default/debian".into(), di);
-    d.objects.images.insert("default/alpine".into(), image("alpine", &[]));
+    d.objects
+        .images
+        .insert("default/alpine".into(), image("alpine", &[]));
     let p = plan(&d, &l);
     let r = step(&p, "images/refresh/Image/default/debian");
     assert_eq!(r.changes[0].path, "fingerprint");
     let c = step(&p, "images/create/Image/default/alpine");
-    assert_eq!(c.desired.as_ref().unwrap()["properties"][IMAGE_OWNER_PROPERTY], "c");
+    assert_eq!(
+        c.desired.as_ref().unwrap()["properties"][IMAGE_OWNER_PROPERTY],
+        "c"
+    );
 }
 
 #[test]
@@ -698,7 +865,12 @@ fn pruned_images_are_deleted_once_whatever_their_alias_count() {
     let mut d = desired();
     d.spec.policy.prune = true;
     let mut l = live();
-    live_image(&mut l.objects, &image("old", &["old-1", "old-2"]), &"cc".repeat(32), &[]);
+    live_image(
+        &mut l.objects,
+        &image("old", &["old-1", "old-2"]),
+        &"cc".repeat(32),
+        &[],
+    );
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["prune/delete/Image/default/old"]);
 }
@@ -708,10 +880,21 @@ fn pruned_images_are_deleted_once_whatever_their_alias_count() {
 #[test]
 fn new_members_join_with_their_address_or_are_blocked() {
     let (mut d, l) = two_members();
-    d.objects.members.insert("n3".into(), Member { address: Some("10.0.0.3:8443".into()), ..member("n3") });
+    d.objects.members.insert(
+        "n3".into(),
+        Member {
+            address: Some("10.0.0.3:8443".into()),
+            ..member("n3")
+        },
+    );
     d.objects.members.insert("n4".into(), member("n4"));
-    let mut pool = StoragePool { name: "local".into(), driver: "zfs".into(), ..Default::default() };
-    pool.member_config.insert("n3".into(), cm(&[("source", "/dev/sdb")]));
+    let mut pool = StoragePool {
+        name: "local".into(),
+        driver: "zfs".into(),
+        ..Default::default()
+    };
+    pool.member_config
+        .insert("n3".into(), cm(&[("source", "/dev/sdb")]));
     d.objects.storage_pools.insert("local".into(), pool);
     let p = plan(&d, &l);
     let j = step(&p, "members/join/Member/n3");
@@ -720,11 +903,16 @@ fn new_members_join_with_their_address_or_are_blocked() {
         j.desired.as_ref().unwrap()["member_config"],
         json!([{"entity": "storage-pool", "name": "local", "key": "source", "value": "/dev/sdb"}])
     );
-    assert_eq!(j.depends_on, ["storage_pools_and_networks/create/StoragePool/local"]);
+    assert_eq!(
+        j.depends_on,
+        ["storage_pools_and_networks/create/StoragePool/local"]
+    );
     // The joining member's pool config goes with the join, not with the pool.
     let pc = step(&p, "storage_pools_and_networks/create/StoragePool/local");
     assert!(pc.desired.as_ref().unwrap().get("member_config").is_none());
-    assert!(blocked_reason(step(&p, "members/join/Member/n4")).unwrap().contains("no `address`"));
+    assert!(blocked_reason(step(&p, "members/join/Member/n4"))
+        .unwrap()
+        .contains("no `address`"));
 }
 
 #[test]
@@ -747,7 +935,10 @@ fn members_are_updated_evacuated_and_restored() {
     );
     let u = step(&p, "members/update/Member/n1");
     assert_eq!(u.changes[0].before, Some(json!([])));
-    assert_eq!(u.desired.as_ref().unwrap()["database_roles"], json!(["database"]));
+    assert_eq!(
+        u.desired.as_ref().unwrap()["database_roles"],
+        json!(["database"])
+    );
 }
 
 #[test]
@@ -776,10 +967,20 @@ fn removing_a_member_that_holds_instances_needs_evacuation() {
 fn the_last_member_is_never_removed() {
     let mut d = desired();
     let mut l = live();
-    d.objects.members.insert("n1".into(), Member { ensure: MemberEnsure::Absent, ..member("n1") });
-    l.objects.members.insert("n1".into(), live_member("n1", "Online"));
+    d.objects.members.insert(
+        "n1".into(),
+        Member {
+            ensure: MemberEnsure::Absent,
+            ..member("n1")
+        },
+    );
+    l.objects
+        .members
+        .insert("n1".into(), live_member("n1", "Online"));
     let p = plan(&d, &l);
-    assert!(blocked_reason(step(&p, "members/remove_member/Member/n1")).unwrap().contains("last member"));
+    assert!(blocked_reason(step(&p, "members/remove_member/Member/n1"))
+        .unwrap()
+        .contains("last member"));
 }
 
 #[test]
@@ -787,10 +988,18 @@ fn undeclared_members_are_pruned_only_when_owned() {
     let (mut d, mut l) = two_members();
     d.spec.policy.prune = true;
     d.objects.members.remove("n2");
-    l.objects.members.insert("n3".into(), live_member("n3", "Online"));
+    l.objects
+        .members
+        .insert("n3".into(), live_member("n3", "Online"));
     let p = plan(&d, &l);
     assert_eq!(ids(&p), ["prune/remove_member/Member/n2"]);
-    assert!(p.warnings.iter().any(|w| w == "not managed: Member/n3 (no owner marker)"), "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w == "not managed: Member/n3 (no owner marker)"),
+        "{:?}",
+        p.warnings
+    );
 }
 
 // -- trust ---------------------------------------------------------------------------------
@@ -810,17 +1019,26 @@ fn certificates_match_by_name_and_server_entries_are_left_alone() {
     d.spec.policy.prune = true;
     let mut l = live();
     let inv = "Certificate/ci,Certificate/gone";
-    l.objects.server_config.insert(INVENTORY_KEY.into(), inv.into());
+    l.objects
+        .server_config
+        .insert(INVENTORY_KEY.into(), inv.into());
     let mut ci = cert("ci", "bb");
     ci.restricted = true;
     ci.projects = vec!["default".into()];
     d.objects.certificates.insert("ci".into(), ci);
     l.objects.certificates.insert("ci".into(), cert("ci", "aa"));
-    l.objects.certificates.insert("gone".into(), cert("gone", "cc"));
-    l.objects.certificates.insert("manual".into(), cert("manual", "dd"));
+    l.objects
+        .certificates
+        .insert("gone".into(), cert("gone", "cc"));
+    l.objects
+        .certificates
+        .insert("manual".into(), cert("manual", "dd"));
     l.objects.certificates.insert(
         "node1".into(),
-        Certificate { cert_type: CertificateType::Server, ..cert("node1", "ee") },
+        Certificate {
+            cert_type: CertificateType::Server,
+            ..cert("node1", "ee")
+        },
     );
     let p = plan(&d, &l);
     assert_eq!(
@@ -837,7 +1055,10 @@ fn certificates_match_by_name_and_server_entries_are_left_alone() {
     // The inventory drops what this plan deletes.
     let s = step(&p, "server_config/update/Cluster/c");
     assert_eq!(s.changes[0].after, Some(json!("Certificate/ci")));
-    assert!(p.warnings.iter().any(|w| w.contains("Certificate/manual (not in the fleet's inventory)")));
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.contains("Certificate/manual (not in the fleet's inventory)")));
     assert!(!p.warnings.iter().any(|w| w.contains("node1")));
 }
 
@@ -845,11 +1066,20 @@ fn certificates_match_by_name_and_server_entries_are_left_alone() {
 fn the_inventory_lists_declared_certificates_and_groups() {
     let mut d = desired();
     d.objects.certificates.insert("ci".into(), cert("ci", "bb"));
-    d.objects.groups.insert("edge".into(), ClusterGroup { name: "edge".into(), ..Default::default() });
+    d.objects.groups.insert(
+        "edge".into(),
+        ClusterGroup {
+            name: "edge".into(),
+            ..Default::default()
+        },
+    );
     let p = plan(&d, &live());
     let s = step(&p, "server_config/update/Cluster/c");
     assert_eq!(s.changes[0].path, format!("config.{INVENTORY_KEY}"));
-    assert_eq!(s.changes[0].after, Some(json!("Certificate/ci,ClusterGroup/edge")));
+    assert_eq!(
+        s.changes[0].after,
+        Some(json!("Certificate/ci,ClusterGroup/edge"))
+    );
 }
 
 // -- snap --------------------------------------------------------------------------------------
@@ -863,7 +1093,11 @@ fn snap_changes_roll_one_member_at_a_time_and_never_downgrade() {
     });
     d.objects.snap.insert(
         "n2".into(),
-        SnapSettings { member: "n2".into(), config: cm(&[("daemon.debug", "true")]), ..Default::default() },
+        SnapSettings {
+            member: "n2".into(),
+            config: cm(&[("daemon.debug", "true")]),
+            ..Default::default()
+        },
     );
     for (m, ch) in [("n1", "5.0/stable"), ("n2", "latest/stable")] {
         l.objects.snap.insert(
@@ -871,7 +1105,11 @@ fn snap_changes_roll_one_member_at_a_time_and_never_downgrade() {
             SnapSettings {
                 member: m.into(),
                 channel: Some(ch.into()),
-                config: cm(&[("daemon.debug", "false"), ("lxcfs.loadavg", "true"), ("ui.enable", "true")]),
+                config: cm(&[
+                    ("daemon.debug", "false"),
+                    ("lxcfs.loadavg", "true"),
+                    ("ui.enable", "true"),
+                ]),
                 ..Default::default()
             },
         );
@@ -884,7 +1122,9 @@ fn snap_changes_roll_one_member_at_a_time_and_never_downgrade() {
     let n2 = step(&p, "snap/update/Snap/n2");
     assert_eq!(paths(n2), ["channel", "config.daemon.debug"]);
     assert_eq!(n2.depends_on, ["snap/update/Snap/n1"]);
-    assert!(blocked_reason(n2).unwrap().contains("downgrade LXD from track latest to 5.21"));
+    assert!(blocked_reason(n2)
+        .unwrap()
+        .contains("downgrade LXD from track latest to 5.21"));
     assert!(n2.flags.contains(&Flag::ReloadNeeded));
 }
 
@@ -893,19 +1133,41 @@ fn lxcfs_keys_need_a_reboot() {
     let (mut d, mut l) = two_members();
     d.objects.snap.insert(
         "n1".into(),
-        SnapSettings { member: "n1".into(), config: cm(&[("lxcfs.cfs", "true")]), ..Default::default() },
+        SnapSettings {
+            member: "n1".into(),
+            config: cm(&[("lxcfs.cfs", "true")]),
+            ..Default::default()
+        },
     );
-    l.objects.snap.insert("n1".into(), SnapSettings { member: "n1".into(), ..Default::default() });
+    l.objects.snap.insert(
+        "n1".into(),
+        SnapSettings {
+            member: "n1".into(),
+            ..Default::default()
+        },
+    );
     let p = plan(&d, &l);
-    assert_eq!(step(&p, "snap/update/Snap/n1").flags, vec![Flag::RebootNeeded]);
+    assert_eq!(
+        step(&p, "snap/update/Snap/n1").flags,
+        vec![Flag::RebootNeeded]
+    );
 }
 
 #[test]
 fn snap_tracks_compare_as_versions() {
     use super::diff::track_order;
-    assert_eq!(track_order("5.0/stable", "5.21/stable"), Some(std::cmp::Ordering::Less));
-    assert_eq!(track_order("5.21/edge", "5.21/stable"), Some(std::cmp::Ordering::Equal));
-    assert_eq!(track_order("stable", "5.21/stable"), Some(std::cmp::Ordering::Greater));
+    assert_eq!(
+        track_order("5.0/stable", "5.21/stable"),
+        Some(std::cmp::Ordering::Less)
+    );
+    assert_eq!(
+        track_order("5.21/edge", "5.21/stable"),
+        Some(std::cmp::Ordering::Equal)
+    );
+    assert_eq!(
+        track_order("stable", "5.21/stable"),
+        Some(std::cmp::Ordering::Greater)
+    );
     assert_eq!(track_order("weird", "5.0"), None);
 }
 
@@ -916,16 +1178,35 @@ fn leftovers() -> (DesiredCluster, LiveState) {
     let (mut d, mut l) = two_members();
     l.objects.projects.insert(
         "old".into(),
-        Project { name: "old".into(), config: owned(ConfigMap::new()), ..Default::default() },
+        Project {
+            name: "old".into(),
+            config: owned(ConfigMap::new()),
+            ..Default::default()
+        },
     );
-    l.objects.projects.insert("default".into(), Project { name: "default".into(), ..Default::default() });
+    l.objects.projects.insert(
+        "default".into(),
+        Project {
+            name: "default".into(),
+            ..Default::default()
+        },
+    );
     l.objects.profiles.insert(
         "old/web".into(),
-        Profile { project: "old".into(), name: "web".into(), config: owned(ConfigMap::new()), ..Default::default() },
+        Profile {
+            project: "old".into(),
+            name: "web".into(),
+            config: owned(ConfigMap::new()),
+            ..Default::default()
+        },
     );
     l.objects.profiles.insert(
         "old/default".into(),
-        Profile { project: "old".into(), name: "default".into(), ..Default::default() },
+        Profile {
+            project: "old".into(),
+            name: "default".into(),
+            ..Default::default()
+        },
     );
     let mut i = inst("old", "w1");
     i.profiles = vec!["default".into(), "web".into()];
@@ -933,7 +1214,13 @@ fn leftovers() -> (DesiredCluster, LiveState) {
     let mut stopped = inst("old", "w2");
     stopped.state = PowerState::Stopped;
     put_inst(&mut l.objects, live_of(&stopped, "n2"));
-    put_inst(&mut l.objects, Instance { location: Some("n1".into()), ..inst("default", "scratch") });
+    put_inst(
+        &mut l.objects,
+        Instance {
+            location: Some("n1".into()),
+            ..inst("default", "scratch")
+        },
+    );
     d.spec.policy.prune = true;
     (d, l)
 }
@@ -952,13 +1239,23 @@ fn prune_deletes_owned_objects_in_reverse_dependency_order() {
             "prune/delete/Project/old"
         ]
     );
-    assert_eq!(step(&p, "prune/delete/Profile/old/web").depends_on, ["prune/delete/Instance/old/w1"]);
+    assert_eq!(
+        step(&p, "prune/delete/Profile/old/web").depends_on,
+        ["prune/delete/Instance/old/w1"]
+    );
     assert_eq!(
         step(&p, "prune/delete/Project/old").depends_on,
-        ["prune/delete/Instance/old/w1", "prune/delete/Instance/old/w2", "prune/delete/Profile/old/web"]
+        [
+            "prune/delete/Instance/old/w1",
+            "prune/delete/Instance/old/w2",
+            "prune/delete/Profile/old/web"
+        ]
     );
     assert!(p.steps().all(Step::runs));
-    assert_eq!(p.warnings, ["not managed: Instance/default/scratch (no owner marker)"]);
+    assert_eq!(
+        p.warnings,
+        ["not managed: Instance/default/scratch (no owner marker)"]
+    );
 }
 
 #[test]
@@ -967,17 +1264,29 @@ fn without_prune_owned_leftovers_are_only_reported() {
     d.spec.policy.prune = false;
     let p = plan(&d, &l);
     assert!(p.is_empty());
-    assert!(p.warnings.iter().any(|w| w.starts_with("not declared: Instance/old/w1 is owned by this fleet")));
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("not declared: Instance/old/w1 is owned by this fleet")));
 }
 
 #[test]
 fn incomplete_kinds_are_never_pruned() {
     let (d, mut l) = leftovers();
-    l.incomplete.push(Incomplete { kind: Kind::Instance, reason: "member n2 unreachable".into() });
+    l.incomplete.push(Incomplete {
+        kind: Kind::Instance,
+        reason: "member n2 unreachable".into(),
+    });
     let p = plan(&d, &l);
-    assert!(!ids(&p).iter().any(|i| i.contains("Instance/")), "{:?}", ids(&p));
+    assert!(
+        !ids(&p).iter().any(|i| i.contains("Instance/")),
+        "{:?}",
+        ids(&p)
+    );
     // Project and profile deletes are blocked: their instances are still there.
-    assert!(blocked_reason(step(&p, "prune/delete/Profile/old/web")).unwrap().contains("old/w1"));
+    assert!(blocked_reason(step(&p, "prune/delete/Profile/old/web"))
+        .unwrap()
+        .contains("old/w1"));
     assert!(blocked_reason(step(&p, "prune/delete/Project/old")).is_some());
     assert!(p.warnings[0].contains("read incompletely"));
 }

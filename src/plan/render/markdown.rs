@@ -24,7 +24,9 @@ impl Default for MarkdownOptions {
 }
 
 fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A code fence longer than any backtick run inside `body`.
@@ -47,7 +49,10 @@ pub fn markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## lxd-gitops plan for `{}`\n", plan.cluster);
     if let Some(b) = &plan.blocked {
-        let _ = writeln!(out, "> [!CAUTION]\n> **Blocked:** {b}\n>\n> Nothing in this plan will be applied.\n");
+        let _ = writeln!(
+            out,
+            "> [!CAUTION]\n> **Blocked:** {b}\n>\n> Nothing in this plan will be applied.\n"
+        );
     }
     if plan.is_empty() {
         let _ = writeln!(out, "{}", summary_line(plan));
@@ -79,11 +84,18 @@ pub fn markdown(plan: &Plan, opts: &MarkdownOptions) -> String {
         );
         let held = plan.steps().filter(|s| !s.runs()).count();
         if held > 0 {
-            let _ = writeln!(out, "\n**⚠ {held} step(s) are held or blocked and will be skipped.**");
+            let _ = writeln!(
+                out,
+                "\n**⚠ {held} step(s) are held or blocked and will be skipped.**"
+            );
         }
     }
     if !plan.warnings.is_empty() {
-        let _ = writeln!(out, "\n<details><summary>{} warning(s)</summary>\n", plan.warnings.len());
+        let _ = writeln!(
+            out,
+            "\n<details><summary>{} warning(s)</summary>\n",
+            plan.warnings.len()
+        );
         for w in &plan.warnings {
             let _ = writeln!(out, "- {w}");
         }
@@ -144,7 +156,13 @@ fn object_details(steps: &[Step]) -> String {
         if skipped { " ⚠ skipped" } else { "" }
     );
     for s in steps {
-        let _ = writeln!(out, "`{} {}` — {}\n", marker(s.action), verb(s.action), s.reason);
+        let _ = writeln!(
+            out,
+            "`{} {}` — {}\n",
+            marker(s.action),
+            verb(s.action),
+            s.reason
+        );
         for f in &s.flags {
             let icon = if f.skips_step() { "⛔" } else { "⚠" };
             let _ = writeln!(out, "**{icon} {}**\n", f.label());
@@ -152,7 +170,11 @@ fn object_details(steps: &[Step]) -> String {
         let mut body = String::new();
         for c in &s.changes {
             match show(c) {
-                Shown::Inline { path, before, after } => {
+                Shown::Inline {
+                    path,
+                    before,
+                    after,
+                } => {
                     if before != "(none)" {
                         let _ = writeln!(body, "- {path}: {before}");
                     }

@@ -171,10 +171,20 @@ pub(crate) mod fixture {
             Action::Create,
             "declared in the fleet, not in LXD",
         );
-        create.desired = Some(json!({"name": "web", "description": "Web tier", "config": {"limits.instances": "10", "user.lxd-gitops.owner": "prod"}}));
+        create.desired = Some(
+            json!({"name": "web", "description": "Web tier", "config": {"limits.instances": "10", "user.lxd-gitops.owner": "prod"}}),
+        );
         create.changes = vec![
-            FieldChange { path: "description".into(), before: None, after: Some(json!("Web tier")) },
-            FieldChange { path: "config.limits.instances".into(), before: None, after: Some(json!("10")) },
+            FieldChange {
+                path: "description".into(),
+                before: None,
+                after: Some(json!("Web tier")),
+            },
+            FieldChange {
+                path: "config.limits.instances".into(),
+                before: None,
+                after: Some(json!("10")),
+            },
         ];
         let mut update = step(
             "instances/update/Instance/web/w1",
@@ -192,8 +202,12 @@ pub(crate) mod fixture {
             },
             FieldChange {
                 path: "config.raw.lxc".into(),
-                before: Some(json!("lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw\n")),
-                after: Some(json!("lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw sys:rw\n")),
+                before: Some(json!(
+                    "lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw\n"
+                )),
+                after: Some(json!(
+                    "lxc.apparmor.profile=unconfined\nlxc.mount.auto=proc:rw sys:rw\n"
+                )),
             },
             FieldChange {
                 path: "devices.eth0".into(),
@@ -231,11 +245,22 @@ pub(crate) mod fixture {
             version: PLAN_FORMAT_VERSION,
             cluster: "prod".into(),
             phases: vec![
-                Phase { kind: PhaseKind::Projects, steps: vec![create] },
-                Phase { kind: PhaseKind::Instances, steps: vec![update, restart, held] },
-                Phase { kind: PhaseKind::Prune, steps: vec![delete] },
+                Phase {
+                    kind: PhaseKind::Projects,
+                    steps: vec![create],
+                },
+                Phase {
+                    kind: PhaseKind::Instances,
+                    steps: vec![update, restart, held],
+                },
+                Phase {
+                    kind: PhaseKind::Prune,
+                    steps: vec![delete],
+                },
             ],
-            blocked: Some("refusing: this plan deletes 1 objects, more than policy.max_deletions = 0".into()),
+            blocked: Some(
+                "refusing: this plan deletes 1 objects, more than policy.max_deletions = 0".into(),
+            ),
             warnings: vec!["not managed: Instance/default/scratch (no owner marker)".into()],
             live_digest: "0f".repeat(32),
         }
@@ -268,7 +293,13 @@ mod tests {
         match show(&c) {
             Shown::Block { lines, .. } => {
                 assert_eq!(lines[0].kind, LineKind::Hunk);
-                assert_eq!(lines[1], DiffLine { kind: LineKind::Added, text: "type: nic".into() });
+                assert_eq!(
+                    lines[1],
+                    DiffLine {
+                        kind: LineKind::Added,
+                        text: "type: nic".into()
+                    }
+                );
             }
             Shown::Inline { .. } => panic!("maps are blocks"),
         }
@@ -277,12 +308,17 @@ mod tests {
             before: Some(json!("1")),
             after: None,
         };
-        assert!(matches!(show(&c), Shown::Inline { ref before, ref after, .. } if before == "\"1\"" && after == "(none)"));
+        assert!(
+            matches!(show(&c), Shown::Inline { ref before, ref after, .. } if before == "\"1\"" && after == "(none)")
+        );
     }
 
     #[test]
     fn summary_wording() {
-        assert_eq!(summary_line(&fixture::empty()), "No changes. Cluster prod matches the fleet.");
+        assert_eq!(
+            summary_line(&fixture::empty()),
+            "No changes. Cluster prod matches the fleet."
+        );
         assert_eq!(
             summary_line(&fixture::plan()),
             "Plan for cluster prod: 1 to create, 1 to update, 1 to delete, 2 other"

@@ -45,17 +45,34 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
     let mut out = String::new();
     if let Some(b) = &plan.blocked {
         let _ = writeln!(out, "{}", p.wrap("1;31", &format!("BLOCKED: {b}")));
-        let _ = writeln!(out, "{}", p.wrap("31", "Nothing in this plan will be applied."));
+        let _ = writeln!(
+            out,
+            "{}",
+            p.wrap("31", "Nothing in this plan will be applied.")
+        );
         out.push('\n');
     }
     for phase in &plan.phases {
-        let _ = writeln!(out, "{}", p.wrap("1", &format!("── {} ──", phase.kind.title())));
+        let _ = writeln!(
+            out,
+            "{}",
+            p.wrap("1", &format!("── {} ──", phase.kind.title()))
+        );
         for step in &phase.steps {
             let head = format!("{} {}", marker(step.action), verb(step.action));
-            let _ = writeln!(out, "{} {}", p.action(step.action, &head), p.wrap("1", &step.object.to_string()));
+            let _ = writeln!(
+                out,
+                "{} {}",
+                p.action(step.action, &head),
+                p.wrap("1", &step.object.to_string())
+            );
             let _ = writeln!(out, "    {}", step.reason);
             for f in &step.flags {
-                let (mark, code) = if f.skips_step() { ("!!", "1;31") } else { ("!", "1;33") };
+                let (mark, code) = if f.skips_step() {
+                    ("!!", "1;31")
+                } else {
+                    ("!", "1;33")
+                };
                 let line = format!("{mark} {}", f.label().to_uppercase_first());
                 let _ = writeln!(out, "    {}", p.wrap(code, &line));
             }
@@ -65,7 +82,11 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
                     Shown::Inline { path, after, .. } if creates => {
                         let _ = writeln!(out, "    {path}: {}", p.wrap("32", &after));
                     }
-                    Shown::Inline { path, before, after } => {
+                    Shown::Inline {
+                        path,
+                        before,
+                        after,
+                    } => {
                         let _ = writeln!(
                             out,
                             "    {path}: {} → {}",
@@ -83,14 +104,22 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
                                 LineKind::Added => ("+", "32"),
                             };
                             let line = format!("{prefix}{}", l.text);
-                            let line = if code.is_empty() { line } else { p.wrap(code, &line) };
+                            let line = if code.is_empty() {
+                                line
+                            } else {
+                                p.wrap(code, &line)
+                            };
                             let _ = writeln!(out, "      {line}");
                         }
                     }
                 }
             }
             if !step.depends_on.is_empty() {
-                let _ = writeln!(out, "    {}", p.wrap("2", &format!("after: {}", step.depends_on.join(", "))));
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    p.wrap("2", &format!("after: {}", step.depends_on.join(", ")))
+                );
             }
         }
         out.push('\n');
@@ -108,7 +137,10 @@ pub fn text(plan: &Plan, opts: &TextOptions) -> String {
         let _ = writeln!(
             out,
             "{}",
-            p.wrap("1;31", &format!("{held} step(s) are held or blocked and will be skipped (marked !!)."))
+            p.wrap(
+                "1;31",
+                &format!("{held} step(s) are held or blocked and will be skipped (marked !!).")
+            )
         );
     }
     if let Some(b) = &plan.blocked {
