@@ -325,7 +325,12 @@ impl<'a> Planner<'a> {
         let joining = d
             .members
             .values()
-            .filter(|m| m.ensure != MemberEnsure::Absent && !l.members.contains_key(&m.name))
+            // Joining needs a cluster: a standalone server (no members read) joins nobody.
+            .filter(|m| {
+                m.ensure != MemberEnsure::Absent
+                    && !l.members.is_empty()
+                    && !l.members.contains_key(&m.name)
+            })
             .map(|m| m.name.as_str())
             .collect();
         let mut groups: HashMap<&str, BTreeSet<&str>> = HashMap::new();
@@ -1154,12 +1159,7 @@ impl<'a> Planner<'a> {
                 .collect();
             let found = names
                 .iter()
-                .find_map(|a| l.images.get(&pkey(&di.project, a)).map(|li| (*a, li)))
-                .or_else(|| {
-                    l.images
-                        .get(&pkey(&di.project, &di.name))
-                        .map(|li| (di.name.as_str(), li))
-                });
+                .find_map(|a| l.images.get(&pkey(&di.project, a)).map(|li| (*a, li)));
             let id = match found {
                 None => {
                     let mut want = di.clone();
@@ -1333,6 +1333,14 @@ impl<'a> Planner<'a> {
 
     fn members(&mut self) {
         let (d, l) = (self.d, self.l);
+        if l.members.is_empty() {
+            if !d.members.is_empty() {
+                self.warnings.push(
+                    "no cluster members were read (a standalone server?): Member objects are not applied".into(),
+                );
+            }
+            return;
+        }
         for (name, pair) in join(&d.members, &l.members) {
             match pair {
                 Pair::Desired(dm) => {
@@ -2453,17 +2461,20 @@ impl<'a> Planner<'a> {
         if !declares && !l.server_config.contains_key(INVENTORY_KEY) {
             return None;
         }
-        let mut entries: BTreeSet<String> = d
+        // What this plan creates joins the inventory. Objects that existed before the
+        // fleet declared them are adopted (updated) but never listed, so removing
+        // them from the fleet never deletes them: the same rule as the owner marker.
+        let created_certs = d
             .certificates
             .keys()
-            .map(|n| format!("Certificate/{n}"))
-            .chain(
-                d.groups
-                    .keys()
-                    .filter(|g| *g != "default")
-                    .map(|g| format!("ClusterGroup/{g}")),
-            )
-            .collect();
+            .filter(|n| !l.certificates.contains_key(*n))
+            .map(|n| format!("Certificate/{n}"));
+        let created_groups = d
+            .groups
+            .keys()
+            .filter(|g| *g != "default" && !l.groups.contains_key(*g))
+            .map(|g| format!("ClusterGroup/{g}"));
+        let mut entries: BTreeSet<String> = created_certs.chain(created_groups).collect();
         for e in &inventory {
             let still_live = match e.split_once('/') {
                 Some(("Certificate", n)) => l.certificates.contains_key(n),
