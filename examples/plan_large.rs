@@ -23,6 +23,11 @@ fn main() {
     let t = Instant::now();
     let (desired, live) = large_fleet::build(10);
     println!("built the fleet in {:?}", t.elapsed());
+    if n == 0 {
+        // Baseline for memory measurements: the fleet alone, no plan.
+        std::hint::black_box((&desired, &live));
+        return;
+    }
     let mut plans = Vec::new();
     let mut digests = Vec::new();
     let mut last = None;

@@ -6,10 +6,12 @@
 //! render. Everything it emits is derived from `BTreeMap` order, so the same input
 //! always gives the same plan.
 //!
-//! Speed matters (10,000 instances plan in a few milliseconds): objects are walked
-//! with merge joins over the sorted maps, equal objects are recognised without
-//! allocating, and JSON is only built for steps that exist. Indexes over all
-//! instances (by profile, by member) are built lazily, only when a rule needs them.
+//! Speed matters (10,000 instances on 100 members plan in ~30 ms on a quiet 2-vCPU
+//! VM, see `benches/plan.rs`): objects are walked with merge joins over the sorted
+//! maps, equal objects are recognised without allocating, and JSON is only built
+//! for steps that exist. Indexes over all instances (by profile, by member) are
+//! built lazily, only when a rule needs them. Both the diff and the whole-state
+//! digest are bound by walking scattered heap strings; they run side by side.
 
 use super::compare::*;
 use super::model::*;
@@ -1341,7 +1343,7 @@ impl<'a> Planner<'a> {
             }
             return;
         }
-        for (name, pair) in join(&d.members, &l.members) {
+        for (_, pair) in join(&d.members, &l.members) {
             match pair {
                 Pair::Desired(dm) => {
                     if dm.ensure != MemberEnsure::Absent {
@@ -1367,7 +1369,6 @@ impl<'a> Planner<'a> {
                     if !d.members.is_empty() {
                         self.leftovers.members.push(lm);
                     }
-                    let _ = name;
                 }
             }
         }

@@ -727,6 +727,10 @@ proptest! {
         perturb(&mut live, &mut d);
         let a = plan(&dc, &live);
         let b = plan(&dc, &live);
+        // The plan digest is exactly the SHA-256 of serde_json's compact bytes.
+        use sha2::Digest;
+        let reference = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&live.objects).unwrap()));
+        prop_assert_eq!(&a.live_digest, &reference);
         let json = a.to_json();
         prop_assert_eq!(&json, &b.to_json());
         prop_assert_eq!(&Plan::from_json(&json).unwrap(), &a);
