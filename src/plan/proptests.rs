@@ -299,8 +299,7 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
         c.insert(OWNER_KEY.into(), cluster.into());
         c
     };
-    let mut l = ClusterObjects::default();
-    l.server_config = dc.spec.config.clone();
+    let mut l = ClusterObjects { server_config: dc.spec.config.clone(), ..Default::default() };
     l.server_config.insert("core.https_address".into(), "10.0.0.1:8443".into());
     let mut inventory: Vec<String> = o.certificates.keys().map(|n| format!("Certificate/{n}")).collect();
     inventory.extend(o.groups.keys().filter(|g| *g != "default").map(|g| format!("ClusterGroup/{g}")));
@@ -579,6 +578,10 @@ proptest! {
         perturb(&mut live, &mut d);
         let a = plan(&dc, &live);
         let b = plan(&dc, &live);
+        // The plan digest is exactly the SHA-256 of serde_json's compact bytes.
+        use sha2::Digest;
+        let reference = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&live.objects).unwrap()));
+        prop_assert_eq!(&a.live_digest, &reference);
         let json = a.to_json();
         prop_assert_eq!(&json, &b.to_json());
         prop_assert_eq!(&Plan::from_json(&json).unwrap(), &a);

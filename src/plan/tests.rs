@@ -166,7 +166,9 @@ fn instance_creation_carries_the_owner_marker_then_starts() {
     i.profiles = vec!["default".into(), "base".into()];
     i.target = Some("n3".into());
     put_inst(&mut d.objects, i);
-    let p = plan(&d, &live());
+    let mut l = live();
+    l.objects.members.insert("n1".into(), live_member("n1", "Online"));
+    let p = plan(&d, &l);
     let create = step(&p, "instances/create/Instance/web/w1");
     let want = create.desired.as_ref().unwrap();
     assert_eq!(want["config"][OWNER_KEY], "c");
@@ -789,6 +791,28 @@ fn certificates_match_by_name_and_server_entries_are_left_alone() {
     assert_eq!(s.changes[0].after, Some(json!("Certificate/ci")));
     assert!(p.warnings.iter().any(|w| w.contains("Certificate/manual (not in the fleet's inventory)")));
     assert!(!p.warnings.iter().any(|w| w.contains("node1")));
+}
+
+#[test]
+fn adopted_certificates_are_not_added_to_the_inventory() {
+    let mut d = desired();
+    let mut l = live();
+    d.objects.certificates.insert("ci".into(), cert("ci", "aa"));
+    d.objects.certificates.insert("new".into(), cert("new", "bb"));
+    l.objects.certificates.insert("ci".into(), cert("ci", "aa"));
+    let p = plan(&d, &l);
+    assert_eq!(ids(&p), ["server_config/update/Cluster/c", "trust/create/Certificate/new"]);
+    let s = step(&p, "server_config/update/Cluster/c");
+    assert_eq!(s.changes[0].after, Some(json!("Certificate/new")));
+}
+
+#[test]
+fn a_standalone_server_joins_nobody() {
+    let mut d = desired();
+    d.objects.members.insert("n1".into(), Member { address: Some("10.0.0.1:8443".into()), ..member("n1") });
+    let p = plan(&d, &live());
+    assert!(p.is_empty(), "{:?}", ids(&p));
+    assert!(p.warnings[0].contains("standalone"));
 }
 
 #[test]
