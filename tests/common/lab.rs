@@ -158,7 +158,9 @@ fn start_or_attach() -> Result<Lab, String> {
     let lock = root.join("lxd-gitops-lab.lock");
     let script = script_path();
     let slot = std::env::var("LAB_SLOT").unwrap_or_else(|_| "auto".to_string());
+    // -o: the lock is not inherited by the daemons `up` leaves running.
     let out = Command::new("flock")
+        .arg("-o")
         .arg(&lock)
         .arg(&script)
         .arg("up")
