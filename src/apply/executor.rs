@@ -342,6 +342,12 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             let p: StoragePool = want(step)?;
             let reqs = rq::pool_create(&p, &ctx.members, cluster);
             create_per_member(ctx, reqs).await?;
+            // LXD drops the description of the final POST of a pending pool: set it.
+            if !p.description.is_empty() {
+                let path = format!("/1.0/storage-pools/{}", rq::enc(name));
+                let keys = crate::model::names::POOL_MEMBER_KEYS;
+                ctx.get_put(&path, |live| rq::global_put(&p.description, &p.config, live, keys)).await?;
+            }
         }
         (Kind::StoragePool, Action::Update) => {
             let p: StoragePool = want(step)?;
@@ -364,6 +370,12 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             let n: Network = want(step)?;
             let reqs = rq::network_create(&n, &ctx.members, cluster);
             create_per_member(ctx, reqs).await?;
+            // LXD drops the description of the final POST of a pending network: set it.
+            if !n.description.is_empty() {
+                let path = rq::with_query(&format!("/1.0/networks/{}", rq::enc(name)), &[pq]);
+                let keys = crate::model::names::NETWORK_MEMBER_KEYS;
+                ctx.get_put(&path, |live| rq::global_put(&n.description, &n.config, live, keys)).await?;
+            }
         }
         (Kind::Network, Action::Update) => {
             let n: Network = want(step)?;

@@ -139,9 +139,7 @@ fn script_path() -> PathBuf {
 }
 
 fn tmp_root() -> PathBuf {
-    option_env!("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
+    option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 fn start_or_attach() -> Result<Lab, String> {
