@@ -5,7 +5,7 @@
 //! it. Must not: print (callers render), parse arguments or loop.
 
 use crate::apply::executor::{self, ApplyOptions, ApplyReport, NoSnap, StepReport};
-use crate::apply::snap::SnapdFleet;
+use crate::apply::snap::{SnapKeys, SnapdFleet};
 use crate::lxd::connect::{connect_cluster, ClusterConnection};
 use crate::lxd::live::read_cluster;
 use crate::model::{DesiredCluster, LiveState};
@@ -50,23 +50,34 @@ pub async fn open(desired: &DesiredCluster, runtime: Option<&Config>) -> Result<
     let snap = SnapdFleet::new(endpoints, pending_file, Some(conn.client.clone()))
         .map_err(|message| ReconcileError::Snap { cluster: spec.name.clone(), message })?;
     if snap.is_configured() {
-        let mut keys_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let defaults: Vec<String> = spec.snap.as_ref().map(|s| s.config.keys().cloned().collect()).unwrap_or_default();
-        for m in desired.objects.members.keys() {
-            let mut keys = defaults.clone();
-            if let Some(s) = desired.objects.snap.get(m) {
-                keys.extend(s.config.keys().cloned());
-            }
-            keys.sort();
-            keys.dedup();
-            keys_of.insert(m.clone(), keys);
-        }
-        live.objects.snap = snap
-            .read(&keys_of)
-            .await
-            .map_err(|message| ReconcileError::Snap { cluster: spec.name.clone(), message })?;
+        let keys = snap_keys(desired, runtime.and_then(|c| c.clusters.get(&spec.name)).map(|c| c.snapd.keys()));
+        live.objects.snap =
+            snap.read(&keys).await.map_err(|message| ReconcileError::Snap { cluster: spec.name.clone(), message })?;
     }
     Ok(Session { conn, snap, live })
+}
+
+/// The snap keys to read per member: the Cluster's defaults plus the member's own
+/// `Snap` document. A fleet that describes no members and no snap defaults (an
+/// import) reads every key.
+fn snap_keys<'a>(desired: &'a DesiredCluster, endpoints: Option<impl Iterator<Item = &'a String>>) -> SnapKeys {
+    let defaults: Vec<String> =
+        desired.spec.snap.as_ref().map(|s| s.config.keys().cloned().collect()).unwrap_or_default();
+    if desired.objects.members.is_empty() && desired.objects.snap.is_empty() && defaults.is_empty() {
+        return SnapKeys::Everything;
+    }
+    let mut keys_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let members = desired.objects.members.keys().chain(endpoints.into_iter().flatten());
+    for m in members {
+        let mut keys = defaults.clone();
+        if let Some(s) = desired.objects.snap.get(m) {
+            keys.extend(s.config.keys().cloned());
+        }
+        keys.sort();
+        keys.dedup();
+        keys_of.insert(m.clone(), keys);
+    }
+    SnapKeys::Named(keys_of)
 }
 
 /// The plan for `desired` against what `session` read.

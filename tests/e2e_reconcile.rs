@@ -286,7 +286,19 @@ fn the_example_fleet_converges_and_drift_is_corrected() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(lab.query("node1", "/1.0/instances/web-2?project=web")["config"].get("user.note").is_none());
 
-    // 4. An invalid revision changes nothing: validation errors, exit 1, no plan.
+    // 4. Import writes a fleet that validates and plans to zero changes (adoption).
+    let imported = work.path().join("imported");
+    let o = gitops(lab, &["import", f, "--cluster", "lab", "--config", c, "-o", imported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let i = imported.to_str().unwrap();
+    let o = gitops(lab, &["validate", i]);
+    assert!(o.status.success(), "the imported fleet does not validate\n{}", text(&o));
+    let o = gitops(lab, &["plan", i, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "the imported fleet does not plan to zero changes\n{}", text(&o));
+    let web1 = std::fs::read_to_string(imported.join("clusters/lab/projects/web/instances/web-1.yaml")).unwrap();
+    assert!(web1.contains("target: \"node1\"") && !web1.contains("volatile."), "{web1}");
+
+    // 5. An invalid revision changes nothing: validation errors, exit 1, no plan.
     std::fs::write(fleet.join("clusters/lab/broken.yaml"), "kind: Instance\ncluster: lab\nname: [oops\n").unwrap();
     let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

@@ -38,6 +38,14 @@ fn transport(e: &SnapdEndpoint) -> Transport {
     }
 }
 
+/// Which snap keys to read: the ones the fleet names per member, or every key
+/// (importing an existing cluster, where nothing is named yet).
+#[derive(Debug, Clone)]
+pub enum SnapKeys {
+    Named(BTreeMap<String, Vec<String>>),
+    Everything,
+}
+
 /// snapd access for the members of one cluster.
 pub struct SnapdFleet {
     endpoints: BTreeMap<String, SnapdEndpoint>,
@@ -64,21 +72,25 @@ impl SnapdFleet {
     /// Live snap settings of every member with snapd access: the channel, the keys
     /// in `keys_of[member]`, and what is pending. Members without access are left out
     /// (the planner then has nothing to compare, and the step says why it skipped).
-    pub async fn read(
-        &self,
-        keys_of: &BTreeMap<String, Vec<String>>,
-    ) -> Result<BTreeMap<String, SnapSettings>, String> {
+    pub async fn read(&self, keys_of: &SnapKeys) -> Result<BTreeMap<String, SnapSettings>, String> {
         let mut out = BTreeMap::new();
         let pending = self.pending.lock().await;
         for (member, endpoint) in &self.endpoints {
             let client = SnapdClient::connect(member, &transport(endpoint)).await.map_err(|e| e.to_string())?;
             let info = client.snap_info("lxd").await.map_err(|e| e.to_string())?;
-            let keys: Vec<&str> =
-                keys_of.get(member).map(|k| k.iter().map(String::as_str).collect()).unwrap_or_default();
-            let conf = if keys.is_empty() {
-                BTreeMap::new()
-            } else {
-                client.get_conf("lxd", &keys).await.map_err(|e| e.to_string())?
+            let conf = match keys_of {
+                SnapKeys::Everything => {
+                    crate::snap::client::flatten_conf(&client.get_conf("lxd", &[]).await.map_err(|e| e.to_string())?)
+                }
+                SnapKeys::Named(named) => {
+                    let keys: Vec<&str> =
+                        named.get(member).map(|k| k.iter().map(String::as_str).collect()).unwrap_or_default();
+                    if keys.is_empty() {
+                        BTreeMap::new()
+                    } else {
+                        client.get_conf("lxd", &keys).await.map_err(|e| e.to_string())?
+                    }
+                }
             };
             client.close().await;
             let config: ConfigMap = conf.iter().map(|(k, v)| (k.clone(), conf_value_text(v))).collect();

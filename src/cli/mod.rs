@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod apply;
+mod import;
 mod login;
 mod pending;
 mod plan;
@@ -42,6 +43,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Record a cluster's live state as JSON, for offline plans.
     Snapshot(snapshot::Args),
+    /// Write a fleet repository from a live cluster (adopt an existing cluster).
+    Import(import::Args),
     /// Create the reconciler's client certificate and add it to a cluster with a trust token.
     Login(login::Args),
     /// Snap settings written but not in effect yet (reload or reboot pending), per member.
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Apply(a) => apply::run(a),
         Command::Snapshot(a) => snapshot::run(a),
+        Command::Import(a) => import::run(a),
         Command::Login(a) => login::run(a),
         Command::Pending(a) => pending::run(a),
         Command::Serve(a) => serve::run(a),

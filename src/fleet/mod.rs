@@ -8,6 +8,7 @@
 
 pub mod cron;
 pub mod diagnostic;
+pub mod export;
 pub mod load;
 pub mod schema;
 pub mod semantic;

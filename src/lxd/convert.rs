@@ -138,11 +138,25 @@ pub fn images(v: &Value, project: &str) -> Vec<Image> {
         .and_then(Value::as_array)
         .map(|a| a.iter().map(|x| ImageAlias { name: s(x, "name"), description: s(x, "description") }).collect())
         .unwrap_or_default();
+    // Images pulled from a remote remember where from; uploads have no source.
+    let source = v.get("update_source").filter(|u| u.is_object()).map(|u| ImageSource {
+        server: Some(s(u, "server")).filter(|x| !x.is_empty()),
+        protocol: if s(u, "protocol") == "lxd" { ImageProtocol::Lxd } else { ImageProtocol::Simplestreams },
+        alias: Some(s(u, "alias")).filter(|x| !x.is_empty()),
+        fingerprint: None,
+        image_type: if s(u, "image_type") == "virtual-machine" {
+            InstanceType::VirtualMachine
+        } else {
+            InstanceType::Container
+        },
+        certificate: Some(s(u, "certificate")).filter(|x| !x.is_empty()),
+        file: None,
+    });
     let base = Image {
         project: project.to_string(),
         name: String::new(),
         aliases: Vec::new(),
-        source: None,
+        source,
         properties: config(v.get("properties")),
         public: b(v, "public"),
         auto_update: b(v, "auto_update"),
