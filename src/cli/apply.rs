@@ -1,6 +1,6 @@
 //! `lxd-gitops apply`: show the plan, confirm, execute it in order, check the result.
 
-use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use super::{load_fleet, or_exit, pick_clusters, runtime, runtime_config, EXIT_ERROR};
 use indicatif::{ProgressBar, ProgressStyle};
 use lxd_gitops::apply::engine::Outcome;
 use lxd_gitops::plan::{render, Plan};
@@ -32,10 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let fleet = match load_fleet(&args.path) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load_fleet(&args.path));
     let saved: Option<Plan> = match &args.plan {
         None => None,
         Some(file) => match std::fs::read_to_string(file)
@@ -50,14 +47,8 @@ pub fn run(args: Args) -> ExitCode {
         },
     };
     let cluster = args.cluster.clone().or_else(|| saved.as_ref().map(|p| p.cluster.clone()));
-    let clusters = match pick_clusters(&fleet, cluster.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let clusters = or_exit!(pick_clusters(&fleet, cluster.as_deref()));
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     let tty = std::io::stdout().is_terminal();
     if !args.auto_approve && !std::io::stdin().is_terminal() {
         eprintln!("error: not on a terminal: pass --auto-approve to apply without confirmation");

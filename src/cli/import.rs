@@ -1,6 +1,6 @@
 //! `lxd-gitops import`: write a fleet repository from a live cluster (adoption).
 
-use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use super::{load_fleet, or_exit, pick_clusters, runtime, runtime_config, EXIT_ERROR};
 use lxd_gitops::fleet::export::export;
 use lxd_gitops::model::{ClusterObjects, DesiredCluster};
 use lxd_gitops::reconcile;
@@ -23,18 +23,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let fleet = match load_fleet(&args.path) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let spec = match pick_clusters(&fleet, Some(&args.cluster)) {
-        Ok(c) => c[0].spec.clone(),
-        Err(code) => return code,
-    };
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load_fleet(&args.path));
+    let spec = or_exit!(pick_clusters(&fleet, Some(&args.cluster)))[0].spec.clone();
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     // Read everything: an empty desired state names no snap keys, so read live as is.
     let desired = DesiredCluster { spec: spec.clone(), objects: ClusterObjects::default() };
     let session = match runtime().block_on(reconcile::open(&desired, config.as_ref())) {

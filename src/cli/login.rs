@@ -5,7 +5,7 @@
 //! `lxc config trust add`. The token carries the server's fingerprint, which pins
 //! the connection; it must match the Cluster's `fingerprint` in the fleet.
 
-use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use super::{load_fleet, or_exit, pick_clusters, runtime, runtime_config, EXIT_ERROR};
 use lxd_gitops::lxd::identity::{credentials_dir, ClientIdentity, TrustToken};
 use lxd_gitops::lxd::{ConnectOptions, LxdClient, TrustRequirement};
 use std::path::PathBuf;
@@ -27,18 +27,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let fleet = match load_fleet(&args.path) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let spec = match pick_clusters(&fleet, Some(&args.cluster)) {
-        Ok(c) => c[0].spec.clone(),
-        Err(code) => return code,
-    };
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load_fleet(&args.path));
+    let spec = or_exit!(pick_clusters(&fleet, Some(&args.cluster)))[0].spec.clone();
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     let token = match TrustToken::decode(&args.token) {
         Ok(t) => t,
         Err(e) => {

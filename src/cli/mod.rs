@@ -66,6 +66,17 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Unwraps a step of a command, or returns its exit code (the step already said why).
+macro_rules! or_exit {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+pub(crate) use or_exit;
+
 /// Exit code for errors (bad input, LXD errors, refused plans).
 pub const EXIT_ERROR: u8 = 1;
 

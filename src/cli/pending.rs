@@ -1,6 +1,6 @@
 //! `lxd-gitops pending`: snap settings written but not in effect yet, per member.
 
-use super::{runtime_config, OutputFormat, EXIT_ERROR};
+use super::{or_exit, runtime_config, OutputFormat, EXIT_ERROR};
 use lxd_gitops::reconcile::state_dir;
 use lxd_gitops::snap::pending::PendingStore;
 use std::path::PathBuf;
@@ -18,10 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     let file = state_dir(config.as_ref()).join("pending").join(format!("{}.json", args.cluster));
     let store = match PendingStore::load(&file) {
         Ok(s) => s,

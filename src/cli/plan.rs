@@ -1,6 +1,6 @@
 //! `lxd-gitops plan`: what would change, for a terminal, a PR comment or machines.
 
-use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use super::{load_fleet, or_exit, pick_clusters, runtime, runtime_config, EXIT_ERROR};
 use clap::ValueEnum;
 use lxd_gitops::model::LiveState;
 use lxd_gitops::plan::{self, render, Plan};
@@ -41,14 +41,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let fleet = match load_fleet(&args.path) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let clusters = match pick_clusters(&fleet, args.cluster.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load_fleet(&args.path));
+    let clusters = or_exit!(pick_clusters(&fleet, args.cluster.as_deref()));
     if args.state.is_some() && clusters.len() != 1 {
         eprintln!("error: --state holds one cluster's snapshot: name it with --cluster");
         return ExitCode::from(EXIT_ERROR);
@@ -57,10 +51,7 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("error: --out saves one cluster's plan: name it with --cluster");
         return ExitCode::from(EXIT_ERROR);
     }
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     let rt = runtime();
     let mut plans: Vec<Plan> = Vec::new();
     for desired in clusters {

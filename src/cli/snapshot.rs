@@ -1,6 +1,6 @@
 //! `lxd-gitops snapshot`: a cluster's live state as deterministic JSON.
 
-use super::{load_fleet, pick_clusters, runtime, runtime_config, EXIT_ERROR};
+use super::{load_fleet, or_exit, pick_clusters, runtime, runtime_config, EXIT_ERROR};
 use lxd_gitops::reconcile;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,18 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let fleet = match load_fleet(&args.path) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let desired = match pick_clusters(&fleet, Some(&args.cluster)) {
-        Ok(c) => c[0],
-        Err(code) => return code,
-    };
-    let config = match runtime_config(args.config.as_ref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load_fleet(&args.path));
+    let desired = or_exit!(pick_clusters(&fleet, Some(&args.cluster)))[0];
+    let config = or_exit!(runtime_config(args.config.as_ref()));
     let session = match runtime().block_on(reconcile::open(desired, config.as_ref())) {
         Ok(s) => s,
         Err(e) => {
