@@ -155,3 +155,59 @@ fn wrong_pins_and_untrusted_clients_are_clear_errors() {
     let o = gitops(lab, &["plan", dir.path().to_str().unwrap(), "--cluster", &name]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn login_with_a_trust_token_makes_a_new_client_trusted() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap();
+    let name = lab.unique("login");
+    let creds = dir.path().join("creds");
+    // The fleet names credentials `fresh`: nothing exists there yet.
+    let endpoints: Vec<String> = lab.cluster.members.iter().map(|m| format!("\"{}\"", m.endpoint)).collect();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        format!(
+            "kind: Cluster\nname: {name}\nendpoints: [{}]\nfingerprint: \"{}\"\ncredentials: fresh\n",
+            endpoints.join(", "),
+            lab.cluster.fingerprint
+        ),
+    )
+    .unwrap();
+    let token_name = lab.unique("gitops");
+    let out = lab.lxc_ok("node1", &["config", "trust", "add", "--name", &token_name]);
+    let token = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap().trim().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
+            .args(args)
+            .env("LXD_GITOPS_CREDENTIALS_DIR", &creds)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let f = dir.path().to_str().unwrap();
+    // Before: no credentials, a clear error.
+    let o = run(&["plan", f, "--cluster", &name]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&["login", f, "--cluster", &name, "--token", &token]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&lab.cluster.fingerprint), "{stdout}");
+    assert!(!stdout.contains(&token) && !String::from_utf8_lossy(&o.stderr).contains(&token), "the token was printed");
+    use std::os::unix::fs::PermissionsExt;
+    let key = creds.join("fresh/client.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // After: the new identity reads the cluster.
+    let o = run(&["plan", f, "--cluster", &name]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The token was single use: a second login with it is refused by LXD.
+    std::fs::remove_dir_all(&creds).unwrap();
+    let o = run(&["login", f, "--cluster", &name, "--token", &token]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    // Clean up the trust entry.
+    let certs = lab.query("node1", "/1.0/certificates?recursion=1");
+    for c in certs.as_array().unwrap() {
+        if c["name"] == token_name.as_str() {
+            lab.lxc("node1", &["config", "trust", "remove", c["fingerprint"].as_str().unwrap()]);
+        }
+    }
+}
