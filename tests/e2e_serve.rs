@@ -60,14 +60,21 @@ fn instance_exists(lab: &Lab, project: &str, name: &str) -> bool {
 }
 
 fn fleet(lab: &Lab, cluster: &str, project: &str, instances: &[&str]) -> String {
+    fleet_with(lab, cluster, project, instances, "")
+}
+
+/// `policy` is YAML lines for the Cluster's `policy:` mapping (indented by two).
+fn fleet_with(lab: &Lab, cluster: &str, project: &str, instances: &[&str], policy: &str) -> String {
     let endpoints: Vec<String> = lab.cluster.members.iter().map(|m| format!("\"{}\"", m.endpoint)).collect();
     let mut s = format!(
-        "kind: Cluster\nname: {cluster}\nendpoints: [{}]\nfingerprint: \"{}\"\ncredentials: lab\n---\nkind: Project\ncluster: {cluster}\nname: {project}\nconfig:\n  features.images: \"false\"\n  features.profiles: \"false\"\n",
+        "kind: Cluster\nname: {cluster}\nendpoints: [{}]\nfingerprint: \"{}\"\ncredentials: lab\n{policy}---\nkind: Project\ncluster: {cluster}\nname: {project}\nconfig:\n  features.images: \"false\"\n  features.profiles: \"false\"\n",
         endpoints.join(", "),
         lab.cluster.fingerprint
     );
     for i in instances {
-        s.push_str(&format!("---\nkind: Instance\ncluster: {cluster}\nproject: {project}\nname: {i}\nstate: stopped\n"));
+        s.push_str(&format!(
+            "---\nkind: Instance\ncluster: {cluster}\nproject: {project}\nname: {i}\nstate: stopped\n"
+        ));
     }
     s
 }
@@ -154,7 +161,8 @@ fn webhooks_apply_pushes_and_leave_audit_commits() {
     assert_eq!(main_head, rev2, "the daemon must never write to the watched branch");
 
     // An invalid revision is not applied; the next valid one is.
-    let bad = fleet(lab, &cluster, &project, &["a1", "a2", "a3"]) + "---\nkind: Instance\ncluster: nope\nname: [broken\n";
+    let bad =
+        fleet(lab, &cluster, &project, &["a1", "a2", "a3"]) + "---\nkind: Instance\ncluster: nope\nname: [broken\n";
     let rev3 = push(&bad, "broken");
     let sign = |body: &str| {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -172,6 +180,42 @@ fn webhooks_apply_pushes_and_leave_audit_commits() {
     let body4 = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{rev4}\"}}");
     assert!((200..300).contains(&post(port, "/hooks/generic", &[("X-Signature-256", sign(&body4))], &body4)));
     wait_for("the fixed revision to be applied", Duration::from_secs(60), || instance_exists(lab, &project, "a3"));
+
+    // Drift by hand is corrected at the next tick of the cluster's cron schedule.
+    let every_minute = "policy:\n  drift_schedule: \"* * * * *\"\n";
+    let rev5 = push(&fleet_with(lab, &cluster, &project, &["a1", "a2", "a3"], every_minute), "drift every minute");
+    let body5 = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{rev5}\"}}");
+    assert!((200..300).contains(&post(port, "/hooks/generic", &[("X-Signature-256", sign(&body5))], &body5)));
+    std::thread::sleep(Duration::from_secs(2));
+    lab.lxc_ok("node1", &["config", "set", "a1", "user.by-hand=yes", "--project", &project]);
+    wait_for("cron drift correction", Duration::from_secs(100), || {
+        lab.query("node1", &format!("/1.0/instances/a1?project={project}"))["config"].get("user.by-hand").is_none()
+    });
+
+    // Outside the sync windows nothing is applied (a deny window that is always open).
+    let deny = "policy:\n  sync_windows:\n    - {kind: deny, schedule: \"* * * * *\", duration: 2h}\n";
+    let rev6 = push(&fleet_with(lab, &cluster, &project, &["a1", "a2", "a3", "a4"], deny), "a4 in a deny window");
+    let body6 = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{rev6}\"}}");
+    assert!((200..300).contains(&post(port, "/hooks/generic", &[("X-Signature-256", sign(&body6))], &body6)));
+    wait_for("the held run to be reported", Duration::from_secs(30), || {
+        let o = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/status")]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("held")
+    });
+    assert!(!instance_exists(lab, &project, "a4"), "applied outside the sync windows");
+
+    // The git remote gone: the daemon keeps running and says it is not ready.
+    std::fs::rename(&bare, tmp.path().join("gone.git")).unwrap();
+    assert!((200..300).contains(&post(port, "/reconcile", &[], "")), "{}", serve_log());
+    wait_for("readyz to report the unreachable remote", Duration::from_secs(30), || {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}/readyz")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim() == "503"
+    });
+    let o = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/healthz")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
+    assert!(!serve_log().contains(secret), "the webhook secret was logged");
 
     // Clean up what this test made in the shared lab.
     for i in ["a1", "a2", "a3"] {
