@@ -115,15 +115,18 @@ fn webhooks_apply_pushes_and_leave_audit_commits() {
     );
     let cfg = tmp.path().join("config.yaml");
     std::fs::write(&cfg, config).unwrap();
-    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let start = || {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(tmp.path().join("serve.log")).unwrap();
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
+                .args(["serve", "--config", cfg.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut daemon = start();
     let serve_log = || std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
 
     // The startup run applies the first revision.
@@ -203,6 +206,24 @@ fn webhooks_apply_pushes_and_leave_audit_commits() {
     });
     assert!(!instance_exists(lab, &project, "a4"), "applied outside the sync windows");
 
+    // SIGKILL in the middle of an apply, then a restart: it converges, nothing lost.
+    let many: Vec<String> = (1..=12).map(|i| format!("k{i}")).collect();
+    let mut names: Vec<&str> = vec!["a1", "a2", "a3"];
+    names.extend(many.iter().map(String::as_str));
+    let rev7 = push(&fleet_with(lab, &cluster, &project, &names, every_minute), "twelve more");
+    let body7 = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{rev7}\"}}");
+    assert!((200..300).contains(&post(port, "/hooks/generic", &[("X-Signature-256", sign(&body7))], &body7)));
+    wait_for("the apply to start", Duration::from_secs(30), || instance_exists(lab, &project, "k1"));
+    daemon.0.kill().unwrap(); // SIGKILL
+    daemon.0.wait().unwrap();
+    drop(daemon);
+    daemon = start();
+    wait_for("convergence after the restart", Duration::from_secs(120), || {
+        many.iter().all(|n| instance_exists(lab, &project, n))
+    });
+    let listed = lab.lxc_json("node1", &["list", "--project", &project]);
+    assert_eq!(listed.as_array().unwrap().len(), names.len(), "instances lost or duplicated: {listed}");
+
     // The git remote gone: the daemon keeps running and says it is not ready.
     std::fs::rename(&bare, tmp.path().join("gone.git")).unwrap();
     assert!((200..300).contains(&post(port, "/reconcile", &[], "")), "{}", serve_log());
@@ -218,8 +239,9 @@ fn webhooks_apply_pushes_and_leave_audit_commits() {
     assert!(!serve_log().contains(secret), "the webhook secret was logged");
 
     // Clean up what this test made in the shared lab.
-    for i in ["a1", "a2", "a3"] {
+    for i in &names {
         lab.lxc("node1", &["delete", i, "--project", &project, "--force"]);
     }
+    drop(daemon);
     lab.lxc("node1", &["project", "delete", &project]);
 }
