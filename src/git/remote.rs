@@ -208,6 +208,9 @@ pub(crate) enum PushFailure {
 
 /// Pushes one refspec (`refs/heads/a:refs/heads/b`, never forced).
 pub(crate) fn push(repo: &Repository, url: &str, auth: &RemoteAuth, refspec: &str) -> Result<(), PushFailure> {
+    if is_local(url) {
+        return push_local(repo, url, refspec);
+    }
     let notes = Notes::default();
     let mut remote = repo.remote_anonymous(url).map_err(|e| PushFailure::Other(e.message().to_string()))?;
     let rejected: std::rc::Rc<Cell<Option<String>>> = Default::default();
@@ -232,6 +235,39 @@ pub(crate) fn push(repo: &Repository, url: &str, auth: &RemoteAuth, refspec: &st
             Some(msg) => Err(PushFailure::Rejected(msg)),
             None => Ok(()),
         },
+    }
+}
+
+/// A path or `file://` URL: another repository on this machine.
+fn is_local(url: &str) -> bool {
+    url.starts_with("file://") || (!url.contains("://") && !url.contains('@') && !url.contains(':'))
+}
+
+/// libgit2's local transport checks fast-forward against the refs it read when it
+/// connected and then writes the remote ref without comparing it again, so two
+/// writers racing on one local remote can lose a commit. `git push` goes through
+/// receive-pack, which updates the ref only if it still has the old value.
+fn push_local(repo: &Repository, url: &str, refspec: &str) -> Result<(), PushFailure> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path())
+        .args(["push", "--porcelain", "--quiet", url, refspec])
+        .output()
+        .map_err(|e| PushFailure::Other(format!("cannot run git push: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("non-fast-forward")
+        || lower.contains("fetch first")
+        || lower.contains("[rejected]")
+        || lower.contains("failed to lock")
+        || lower.contains("cannot lock ref")
+    {
+        Err(PushFailure::Rejected(text.trim().to_string()))
+    } else {
+        Err(PushFailure::Other(text.trim().to_string()))
     }
 }
 
