@@ -168,7 +168,7 @@ fn snap_fleet(lab: &Lab, fleet: &Path, channel: &str) {
         ),
     );
     for m in lab.member_names() {
-        let addr = &lab.member(&m).address;
+        let addr = &lab.member(m).address;
         write(
             &fleet.join(format!("clusters/lab/members/{m}.yaml")),
             &format!("kind: Member\ncluster: lab\nname: {m}\naddress: {addr}\n"),
@@ -314,7 +314,7 @@ fn snap_settings_roll_member_by_member() {
         assert_eq!(s["changes"][0]["after"], "5.21/stable", "{s:#}");
         assert!(flags(s).is_empty(), "{s:#}");
         if i > 0 {
-            let prev = snap_id(&members[i - 1]);
+            let prev = snap_id(members[i - 1]);
             assert!(s["depends_on"].as_array().unwrap().iter().any(|d| d == &prev), "{m} waits for {prev}: {s:#}");
         }
     }
@@ -384,6 +384,8 @@ fn snap_settings_roll_member_by_member() {
     let failed =
         out.lines().find(|l| l.starts_with("FAILED  update Snap/node2")).unwrap_or_else(|| panic!("{}", text(&o)));
     assert!(failed.contains("stand-in says no"), "the snapd error is shown: {failed}");
+    assert!(failed.contains("ended Error"), "{failed}");
+    assert_eq!(failed.matches("update Snap/node2").count(), 1, "the step is named once: {failed}");
     assert!(out.contains("skipped update Snap/node3"), "{}", text(&o));
     assert!(out.contains("Apply to cluster lab: 1 ok, 1 failed, 1 skipped"), "{}", text(&o));
     assert_eq!(standins.state("node1").tracking, "6/stable");
