@@ -333,6 +333,18 @@ fn snap_settings_roll_member_by_member() {
         );
     }
     assert_eq!(standins.state("node2").conf["daemon.debug"], "true", "a refresh keeps the snap's config");
+    // The refresh restarted node2's daemon (new revision): daemon.debug is in effect;
+    // node1's lxcfs.loadavg still waits for a reboot.
+    let o = gitops(lab, &["pending", "--cluster", "lab", "--config", c, "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pending: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pending JSON: {e}\n{}", text(&o)));
+    assert_eq!(
+        pending,
+        serde_json::json!({"node1": [{"key": "lxcfs.loadavg", "value": "true", "needs": "reboot"}]}),
+        "{}",
+        text(&o)
+    );
     let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "plan after the roll is not empty\n{}", text(&o));
 
@@ -355,6 +367,11 @@ fn snap_settings_roll_member_by_member() {
         assert!(!out.contains(&format!("ok      update Snap/{m}")), "{m} applied\n{}", text(&o));
         assert_eq!(standins.state(m).tracking, "5.21/stable", "{m} moved\n{}", text(&o));
     }
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Cluster lab still differs from the fleet in 3 step(s)"),
+        "the refused downgrade is reported as not done\n{}",
+        text(&o)
+    );
 
     // 4. A member that fails stops the roll. node2's snapd is restarted as it was
     //    (5.21, daemon.debug=true), set to fail its next change.
