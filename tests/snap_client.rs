@@ -219,6 +219,7 @@ async fn a_failed_change_is_an_error_with_snapds_text() {
     assert!(text.contains("cannot perform the following tasks"), "{text}");
     assert!(text.contains("invalid value for daemon.group"), "{text}");
     assert!(text.contains("failed tasks: [Run configure hook of \"lxd\" snap"), "{text}");
+    assert!(!text.contains('\n'), "one line, the reason with the failure: {text}");
     // Nothing was applied.
     assert!(f.client.get_conf("lxd", &[]).await.unwrap().is_empty());
 

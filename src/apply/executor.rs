@@ -131,6 +131,16 @@ pub struct StepReport {
     pub duration_ms: u64,
 }
 
+impl StepReport {
+    /// Why the step failed, without the `<action> <object>: ` the executor puts in
+    /// front (for lines that name the step already). None unless it failed.
+    pub fn failure(&self) -> Option<&str> {
+        let Outcome::Failed(e) = &self.outcome else { return None };
+        let prefix = format!("{} {}: ", self.action, self.object);
+        Some(e.strip_prefix(prefix.as_str()).unwrap_or(e))
+    }
+}
+
 /// What an apply did, step by step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -155,7 +165,7 @@ impl ApplyReport {
         for r in &self.steps {
             let (mark, detail) = match &r.outcome {
                 Outcome::Ok => ("ok     ", String::new()),
-                Outcome::Failed(e) => ("FAILED ", format!(": {e}")),
+                Outcome::Failed(_) => ("FAILED ", format!(": {}", r.failure().unwrap_or_default())),
                 Outcome::Skipped(why) => ("skipped", format!(": {why}")),
             };
             s.push_str(&format!("{mark} {} {} ({} ms){detail}\n", r.action, r.object, r.duration_ms));
@@ -770,7 +780,7 @@ mod tests {
                     id: "b".into(),
                     object: "Instance/web/w1".into(),
                     action: Action::Create,
-                    outcome: Outcome::Failed("boom".into()),
+                    outcome: Outcome::Failed("create Instance/web/w1: boom".into()),
                     duration_ms: 7,
                 },
                 StepReport {
@@ -790,6 +800,8 @@ mod tests {
         assert!(text.ends_with("Apply to cluster lab: 1 ok, 1 failed, 1 skipped in 1.2 s\n"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["steps"][1]["status"], "failed");
-        assert_eq!(json["steps"][1]["detail"], "boom");
+        assert_eq!(json["steps"][1]["detail"], "create Instance/web/w1: boom");
+        assert_eq!(r.steps[1].failure(), Some("boom"));
+        assert_eq!(r.steps[0].failure(), None);
     }
 }

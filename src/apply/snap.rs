@@ -4,7 +4,8 @@
 //! socket or SSH), reading the live `SnapSettings` the planner compares (channel,
 //! the keys the fleet names, pending keys), and applying one member's step: a
 //! channel refresh (never a downgrade), then the config keys, recording keys that
-//! need a daemon reload or a reboot as pending. After a channel change it waits
+//! need a daemon reload or a reboot as pending (a refresh to a new revision restarts
+//! the daemon, so it clears the reload-pending ones). After a channel change it waits
 //! until LXD reports the member Online again, so a roll stops at the first member
 //! that does not come back. Must not: decide what to change (the planner did).
 
@@ -156,6 +157,16 @@ impl SnapApply for SnapdFleet {
                 }
                 if let Some(id) = client.refresh("lxd", channel).await.map_err(|e| e.to_string())? {
                     client.wait_change(&id, CHANGE_TIMEOUT).await.map_err(|e| e.to_string())?;
+                }
+                // A new revision means snapd restarted the LXD daemon, which put the
+                // reload-pending keys in effect (a channel switch on the same revision
+                // restarts nothing; lxcfs.* still wait for a reboot).
+                let after = client.snap_info("lxd").await.map_err(|e| e.to_string())?;
+                if after.revision != info.revision {
+                    let mut pending = self.pending.lock().await;
+                    if !pending.clear_satisfied(member, Needs::Reload).is_empty() {
+                        pending.save().map_err(|e| e.to_string())?;
+                    }
                 }
                 self.wait_online(member).await?;
                 done.push(format!("channel {current} → {channel}"));

@@ -98,7 +98,7 @@ pub fn run(args: Args) -> ExitCode {
         let report = rt.block_on(reconcile::apply(&session, &fresh, desired, &args.path, |r| {
             let line = match &r.outcome {
                 Outcome::Ok => format!("ok      {} {} ({} ms)", r.action, r.object, r.duration_ms),
-                Outcome::Failed(e) => format!("FAILED  {} {}: {e}", r.action, r.object),
+                Outcome::Failed(_) => format!("FAILED  {} {}: {}", r.action, r.object, r.failure().unwrap_or_default()),
                 Outcome::Skipped(why) => format!("skipped {} {}: {why}", r.action, r.object),
             };
             match &bar {

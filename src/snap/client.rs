@@ -234,12 +234,18 @@ pub enum SnapError {
     Api { ctx: Box<RequestContext>, status: u16, kind: SnapdErrorKind, message: String },
     /// The change became ready in a status other than `Done`.
     #[error("{ctx}: change {} ({}: {}) ended {}: {}{}", change.id, change.kind, change.summary,
-        change.status, change.err.as_deref().unwrap_or("no error text from snapd"),
+        change.status, one_line(change.err.as_deref().unwrap_or("no error text from snapd")),
         failed_list(&change.failed_tasks()))]
     ChangeFailed { ctx: Box<RequestContext>, change: Box<Change> },
     /// The change was not ready within the time given.
     #[error("{ctx}: change {id} not ready after {waited:?} (last status {last_status})")]
     ChangeTimeout { ctx: Box<RequestContext>, id: ChangeId, waited: Duration, last_status: ChangeStatus },
+}
+
+/// snapd's multi-line `err` (`cannot perform the following tasks:\n- Task (why)`) on
+/// one line, so the reason stays on the line that reports the failure.
+fn one_line(err: &str) -> String {
+    err.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 fn failed_list(tasks: &[String]) -> String {
