@@ -207,6 +207,13 @@ impl Envelope {
     }
 }
 
+fn resources_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, Vec<String>>>, D::Error> {
+    let raw: Option<BTreeMap<String, Option<Vec<String>>>> = Deserialize::deserialize(d)?;
+    Ok(raw.map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()))
+}
+
 /// An LXD operation object (`metadata` of an async response or of a wait).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OperationState {
@@ -226,8 +233,9 @@ pub struct OperationState {
     /// 100..=199 in progress, 200 success, 400 failure, 401 cancelled.
     #[serde(default)]
     pub status_code: i64,
-    /// Object URLs the operation touches, by kind (`instances`, ...).
-    #[serde(default)]
+    /// Object URLs the operation touches, by kind (`instances`, ...). A kind LXD lists
+    /// as `null` (a join token's `{"cluster": null}`) reads as no URLs.
+    #[serde(default, deserialize_with = "resources_or_null")]
     pub resources: Option<BTreeMap<String, Vec<String>>>,
     /// Operation-specific result (a token's secret, an upload's fingerprint, ...).
     /// May hold secrets: never log it.

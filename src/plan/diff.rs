@@ -288,6 +288,8 @@ struct Planner<'a> {
     leftovers: Leftovers<'a>,
     /// Where the RemoveMember steps are, for the last-member rule.
     removals: Vec<(PhaseKind, usize)>,
+    /// Where the evacuations that only prepare a removal are, blocked with it.
+    removal_evacuations: Vec<(PhaseKind, usize)>,
     incomplete: BTreeMap<Kind, &'a str>,
 }
 
@@ -336,6 +338,7 @@ impl<'a> Planner<'a> {
             profile_users: None,
             leftovers: Leftovers::default(),
             removals: Vec::new(),
+            removal_evacuations: Vec::new(),
             incomplete,
         }
     }
@@ -1278,6 +1281,7 @@ impl<'a> Planner<'a> {
                         e.flags.push(Flag::Blocked(format!("member `{}` is offline", lm.name)));
                     }
                     let eid = self.push(phase, e);
+                    self.removal_evacuations.push((phase, self.phases[phase.index()].len() - 1));
                     s.after(&eid);
                 }
             } else {
@@ -2039,7 +2043,9 @@ impl<'a> Planner<'a> {
         if self.removals.is_empty() || self.removals.len() < self.l.members.len() {
             return;
         }
-        for (phase, i) in std::mem::take(&mut self.removals) {
+        // The evacuations that prepare those removals would only empty every member.
+        let evacuations = std::mem::take(&mut self.removal_evacuations);
+        for (phase, i) in std::mem::take(&mut self.removals).into_iter().chain(evacuations) {
             self.phases[phase.index()][i].flags.push(Flag::Blocked(
                 "this plan would remove every member of the cluster; lxd-gitops never removes the last member".into(),
             ));

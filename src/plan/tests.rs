@@ -740,6 +740,23 @@ fn the_last_member_is_never_removed() {
 }
 
 #[test]
+fn removing_every_member_blocks_the_evacuations_that_prepare_it_too() {
+    let (mut d, mut l) = two_members();
+    for n in ["n1", "n2"] {
+        let m = d.objects.members.get_mut(n).unwrap();
+        m.ensure = MemberEnsure::Absent;
+        m.evacuate = true;
+    }
+    let i = inst("default", "a");
+    put_inst(&mut l.objects, live_of(&i, "n2"));
+    put_inst(&mut d.objects, i);
+    let p = plan(&d, &l);
+    for id in ["members/evacuate/Member/n2", "members/remove_member/Member/n1", "members/remove_member/Member/n2"] {
+        assert!(blocked_reason(step(&p, id)).unwrap().contains("last member"), "{id}");
+    }
+}
+
+#[test]
 fn undeclared_members_are_pruned_only_when_owned() {
     let (mut d, mut l) = two_members();
     d.spec.policy.prune = true;
