@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::lab::Lab;
+use common::lab::{Lab, PrivateLab};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,41 +19,6 @@ fn bin() -> PathBuf {
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A lab of this test's own, stopped (by pid, via `scripts/lab down`) on drop.
-struct PrivateLab {
-    lab: Lab,
-    dir: PathBuf,
-}
-
-impl PrivateLab {
-    fn up() -> PrivateLab {
-        let dir = tempfile::Builder::new().prefix("lxd-gitops-e2e.").tempdir().unwrap().keep();
-        let _ = std::fs::remove_dir(&dir); // `up` wants a new or empty folder
-        let out = Command::new(root().join("scripts/lab"))
-            .arg("up")
-            .arg(&dir)
-            .env("LAB_SLOT", "auto")
-            .env("LAB_QUIET", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot start a private LXD lab:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lab: Lab = serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).unwrap()).unwrap();
-        PrivateLab { lab, dir }
-    }
-}
-
-impl Drop for PrivateLab {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/lab")).arg("down").arg(&self.dir).stdin(Stdio::null()).output();
-    }
 }
 
 /// Stand-in snapd servers (snapd cannot run here), killed on drop.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::lab::Lab;
+use common::lab::{Lab, PrivateLab};
 use lxd_gitops::snap::client::{conf_value_text, SnapdClient};
 use lxd_gitops::snap::Transport;
 use serde_json::Value;
@@ -20,45 +20,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lxd-gitops"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A lab of this test's own, stopped (by pid, via `scripts/lab down`) on drop.
-struct PrivateLab {
-    lab: Lab,
-    dir: PathBuf,
-}
-
-impl PrivateLab {
-    fn up() -> PrivateLab {
-        let dir = tempfile::Builder::new().prefix("lxd-gitops-e2e-snap.").tempdir().unwrap().keep();
-        let _ = std::fs::remove_dir(&dir); // `up` wants a new or empty folder
-        let out = Command::new(root().join("scripts/lab"))
-            .arg("up")
-            .arg(&dir)
-            .env("LAB_SLOT", "auto")
-            .env("LAB_QUIET", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot start a private LXD lab:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lab: Lab = serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).unwrap()).unwrap();
-        PrivateLab { lab, dir }
-    }
-}
-
-impl Drop for PrivateLab {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/lab")).arg("down").arg(&self.dir).stdin(Stdio::null()).output();
-    }
 }
 
 /// Channels the stand-ins' pretend store offers besides the installed 5.0/stable.

@@ -411,3 +411,40 @@ impl Drop for Spare {
         }
     }
 }
+
+/// A lab of one test's own, for tests that change cluster-wide state (server
+/// config, members, prune, snap roll-outs). Started in a free slot; stopped by pid
+/// (`scripts/lab down`) on drop. Panics with the script output if it cannot start.
+pub struct PrivateLab {
+    pub lab: Lab,
+    dir: PathBuf,
+}
+
+impl PrivateLab {
+    pub fn up() -> PrivateLab {
+        let dir = tempfile::Builder::new().prefix("lxd-gitops-private.").tempdir().unwrap().keep();
+        let _ = std::fs::remove_dir(&dir); // `up` wants a new or empty folder
+        let out = Command::new(script_path())
+            .arg("up")
+            .arg(&dir)
+            .env("LAB_SLOT", "auto")
+            .env("LAB_QUIET", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/lab: {e}"));
+        assert!(
+            out.status.success(),
+            "cannot start a private LXD lab:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lab = load(&dir.join("lab.json")).unwrap_or_else(|e| panic!("{e}"));
+        PrivateLab { lab, dir }
+    }
+}
+
+impl Drop for PrivateLab {
+    fn drop(&mut self) {
+        let _ = Command::new(script_path()).arg("down").arg(&self.dir).stdin(Stdio::null()).output();
+    }
+}
