@@ -9,6 +9,7 @@
 
 use super::engine::{self, Node, Outcome, StepResult};
 use super::requests as rq;
+pub use crate::lxd::Method;
 use crate::model::*;
 use crate::plan::{Action, Flag, PhaseKind, Plan, Step};
 use serde::{Deserialize, Serialize};
@@ -16,26 +17,6 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// HTTP methods the executor writes with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Post,
-    Put,
-    Patch,
-    Delete,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        }
-    }
-}
 
 /// An error from LXD as the executor needs to tell them apart.
 #[derive(Debug, Clone)]

@@ -21,15 +21,6 @@ fn api_err(e: LxdError) -> ApiError {
     }
 }
 
-fn method(m: Method) -> lxd::Method {
-    match m {
-        Method::Post => lxd::Method::Post,
-        Method::Put => lxd::Method::Put,
-        Method::Patch => lxd::Method::Patch,
-        Method::Delete => lxd::Method::Delete,
-    }
-}
-
 fn response(o: Outcome) -> Response {
     match o {
         Outcome::Sync(s) => Response { metadata: s.metadata, operation: None },
@@ -50,7 +41,7 @@ impl LxdApi for ClusterConnection {
         body: Option<Value>,
         if_match: Option<String>,
     ) -> Result<Response, ApiError> {
-        let mut req = LxdRequest::new(method(m), path);
+        let mut req = LxdRequest::new(m, path);
         if let Some(b) = &body {
             req = req.json(b).map_err(api_err)?;
         }
