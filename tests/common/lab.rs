@@ -424,7 +424,13 @@ impl PrivateLab {
     pub fn up() -> PrivateLab {
         let dir = tempfile::Builder::new().prefix("lxd-gitops-private.").tempdir().unwrap().keep();
         let _ = std::fs::remove_dir(&dir); // `up` wants a new or empty folder
-        let out = Command::new(script_path())
+                                           // `auto` picks the first free slot; two labs starting at once could pick the
+                                           // same one, so every `up` of the test suite runs under one lock.
+        let lock = tmp_root().join("lxd-gitops-lab.lock");
+        let out = Command::new("flock")
+            .arg("-o")
+            .arg(&lock)
+            .arg(script_path())
             .arg("up")
             .arg(&dir)
             .env("LAB_SLOT", "auto")
