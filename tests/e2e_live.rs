@@ -6,16 +6,7 @@ mod common;
 
 use common::lab::{lab, Lab};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn gitops(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
-        .args(args)
-        .env("LXD_GITOPS_CREDENTIALS_DIR", lab.credentials_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use std::process::{Command, Stdio};
 
 /// A fleet with only a Cluster document for the lab, under its own name.
 fn cluster_only(lab: &Lab, dir: &Path, name: &str) {
@@ -34,7 +25,7 @@ fn cluster_only(lab: &Lab, dir: &Path, name: &str) {
 /// Reads the cluster with `snapshot`; returns (instances in `project`, HTTP requests).
 fn snapshot(lab: &Lab, fleet: &Path, name: &str, project: &str) -> (usize, u64) {
     let out = fleet.join("snap.json");
-    let o = gitops(lab, &["snapshot", fleet.to_str().unwrap(), "--cluster", name, "-o", out.to_str().unwrap()]);
+    let o = lab.gitops(&["snapshot", fleet.to_str().unwrap(), "--cluster", name, "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
     let requests: u64 = stderr
@@ -124,7 +115,7 @@ fn wrong_pins_and_untrusted_clients_are_clear_errors() {
         ),
     )
     .unwrap();
-    let o = gitops(lab, &["plan", dir.path().to_str().unwrap(), "--cluster", &name]);
+    let o = lab.gitops(&["plan", dir.path().to_str().unwrap(), "--cluster", &name]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does not match the pinned") && err.contains(&lab.cluster.fingerprint), "{err}");
@@ -152,7 +143,7 @@ fn wrong_pins_and_untrusted_clients_are_clear_errors() {
         ),
     )
     .unwrap();
-    let o = gitops(lab, &["plan", dir.path().to_str().unwrap(), "--cluster", &name]);
+    let o = lab.gitops(&["plan", dir.path().to_str().unwrap(), "--cluster", &name]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

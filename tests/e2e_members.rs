@@ -9,32 +9,10 @@
 
 mod common;
 
-use common::lab::{Lab, PrivateLab};
+use common::lab::{output_text, Lab, PrivateLab};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lxd-gitops"))
-}
-
-fn gitops(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("LXD_GITOPS_CREDENTIALS_DIR", lab.credentials_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::path::Path;
+use std::process::Output;
 
 /// A minimal fleet for `lab`: the cluster (no pruning), its three members, the
 /// `default` dir pool.
@@ -68,8 +46,8 @@ fn member(dir: &Path, name: &str, extra: &str) {
 }
 
 fn plan_json(lab: &Lab, fleet: &str) -> (Value, Output) {
-    let o = gitops(lab, &["plan", fleet, "--cluster", "lab", "--format", "json"]);
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&o)));
+    let o = lab.gitops(&["plan", fleet, "--cluster", "lab", "--format", "json"]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", output_text(&o)));
     (v, o)
 }
 
@@ -116,23 +94,23 @@ fn members_join_are_kept_while_they_hold_instances_and_leave_after_evacuation() 
     let f = fleet.to_str().unwrap();
 
     // 0. The minimal fleet matches the fresh lab.
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "the minimal fleet should match the lab\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "the minimal fleet should match the lab\n{}", output_text(&o));
 
     // 1. Join: a spare server declared in the fleet joins the cluster.
     let spare = lab.spare("node4");
     member(&fleet, "node4", &format!("address: {}\njoin_fingerprint: \"{}\"\n", spare.address, spare.fingerprint));
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
     let (plan, _) = plan_json(lab, f);
     let s = steps(&plan);
     assert!(s.iter().any(|(a, id, b)| a == "join" && id.contains("node4") && b.is_empty()), "{s:?}");
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--auto-approve"]);
-    assert!(o.status.success(), "join failed\n{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--auto-approve"]);
+    assert!(o.status.success(), "join failed\n{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", output_text(&o));
     assert_eq!(members(lab).get("node4").map(String::as_str), Some("Online"), "{:?}", members(lab));
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "plan after the join is not empty\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "plan after the join is not empty\n{}", output_text(&o));
     eprintln!("join done after {:.1} s", started.elapsed().as_secs_f64());
 
     // 2. Removal is refused while the member holds an instance: the step is blocked,
@@ -142,13 +120,14 @@ fn members_join_are_kept_while_they_hold_instances_and_leave_after_evacuation() 
     let (plan, o) = plan_json(lab, f);
     let s = steps(&plan);
     let remove = s.iter().find(|(a, id, _)| a == "remove_member" && id.contains("node4"));
-    let (_, _, blocked) = remove.unwrap_or_else(|| panic!("no remove_member step for node4: {s:?}\n{}", text(&o)));
+    let (_, _, blocked) =
+        remove.unwrap_or_else(|| panic!("no remove_member step for node4: {s:?}\n{}", output_text(&o)));
     assert!(blocked.iter().any(|r| r.contains("x1") && r.contains("evacuate: true")), "{s:?}");
     assert!(!s.iter().any(|(a, _, _)| a == "evacuate"), "no evacuation without evacuate: true: {s:?}");
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--auto-approve"]);
-    let out = text(&o);
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--auto-approve"]);
+    let out = output_text(&o);
     // A blocked step is skipped, not failed: the apply itself succeeds.
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert!(out.contains("skipped") && out.contains("node4") && out.contains("x1"), "{out}");
     assert!(out.contains("still differs"), "{out}");
     assert!(members(lab).contains_key("node4"), "node4 was removed although it holds x1");
@@ -161,9 +140,13 @@ fn members_join_are_kept_while_they_hold_instances_and_leave_after_evacuation() 
     let s = steps(&plan);
     let at = |action: &str| s.iter().position(|(a, id, b)| a == action && id.contains("node4") && b.is_empty());
     let (ev, rm) = (at("evacuate"), at("remove_member"));
-    assert!(ev.is_some() && rm.is_some() && ev < rm, "evacuate then remove_member expected: {s:?}\n{}", text(&o));
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--auto-approve"]);
-    assert!(o.status.success(), "evacuate + remove failed\n{}", text(&o));
+    assert!(
+        ev.is_some() && rm.is_some() && ev < rm,
+        "evacuate then remove_member expected: {s:?}\n{}",
+        output_text(&o)
+    );
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--auto-approve"]);
+    assert!(o.status.success(), "evacuate + remove failed\n{}", output_text(&o));
     assert!(!members(lab).contains_key("node4"), "node4 still a member: {:?}", members(lab));
     let x1 = lab.query("node1", "/1.0/instances/x1");
     let at = x1["location"].as_str().unwrap_or("").to_string();
@@ -173,8 +156,8 @@ fn members_join_are_kept_while_they_hold_instances_and_leave_after_evacuation() 
     // auto) and leaves it stopped, remembering where it came from even after removal.
     assert_eq!(x1["config"]["volatile.evacuate.origin"], "node4", "{x1}");
     // The fleet still names node4 `absent`: nothing left to do.
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "plan after the removal is not empty\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "plan after the removal is not empty\n{}", output_text(&o));
     spare.stop();
     eprintln!("evacuation done after {:.1} s", started.elapsed().as_secs_f64());
 
@@ -185,17 +168,17 @@ fn members_join_are_kept_while_they_hold_instances_and_leave_after_evacuation() 
     let (plan, o) = plan_json(lab, f);
     let s = steps(&plan);
     let removals: Vec<_> = s.iter().filter(|(a, _, _)| a == "remove_member").collect();
-    assert_eq!(removals.len(), 3, "{s:?}\n{}", text(&o));
+    assert_eq!(removals.len(), 3, "{s:?}\n{}", output_text(&o));
     // Every removal is blocked, and so is the evacuation of x1's member that would only
     // prepare one: nothing of it may run.
     for (action, id, blocked) in &s {
         if action == "remove_member" || action == "evacuate" {
-            assert!(blocked.iter().any(|r| r.contains("last member")), "{id} not blocked: {s:?}\n{}", text(&o));
+            assert!(blocked.iter().any(|r| r.contains("last member")), "{id} not blocked: {s:?}\n{}", output_text(&o));
         }
     }
     assert!(s.iter().any(|(a, _, _)| a == "evacuate"), "x1's member needs an evacuation first: {s:?}");
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--auto-approve"]);
-    assert!(text(&o).contains("last member"), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--auto-approve"]);
+    assert!(output_text(&o).contains("last member"), "{}", output_text(&o));
     assert_eq!(members(lab).values().filter(|s| *s == "Online").count(), 3, "{:?}", members(lab));
     assert_eq!(lab.query("node1", "/1.0/instances/x1")["location"], at, "x1 moved");
     lab.lxc_ok("node1", &["delete", "x1"]);
@@ -242,16 +225,16 @@ fn a_member_daemon_killed_and_restarted_mid_apply_converges_with_nothing_lost() 
     // The next apply converges; every instance exists exactly once, where declared.
     let start = std::time::Instant::now();
     loop {
-        let o = gitops(lab, &["apply", &f, "--cluster", "lab", "--auto-approve"]);
+        let o = lab.gitops(&["apply", &f, "--cluster", "lab", "--auto-approve"]);
         if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("matches the fleet") {
             break;
         }
         // Right after its restart the member may still be rejoining: give it time.
-        assert!(start.elapsed().as_secs() < 120, "no convergence after the restart\n{}", text(&o));
+        assert!(start.elapsed().as_secs() < 120, "no convergence after the restart\n{}", output_text(&o));
         std::thread::sleep(std::time::Duration::from_secs(3));
     }
-    let o = gitops(lab, &["plan", &f, "--cluster", "lab", "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = lab.gitops(&["plan", &f, "--cluster", "lab", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let listed = lab.lxc_json("node1", &["list"]);
     let mut got: Vec<(String, String)> = listed
         .as_array()

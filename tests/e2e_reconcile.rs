@@ -8,14 +8,10 @@
 
 mod common;
 
-use common::lab::{Lab, PrivateLab};
+use common::lab::{output_text, Lab, PrivateLab};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lxd-gitops"))
-}
+use std::process::{Child, Command, Stdio};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -99,29 +95,11 @@ fn rewrite(file: &Path, f: impl Fn(&str) -> Option<String>) {
     std::fs::write(file, out.join("\n") + "\n").unwrap();
 }
 
-fn gitops(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("LXD_GITOPS_CREDENTIALS_DIR", lab.credentials_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn plan_json(lab: &Lab, fleet: &Path, config: &Path) -> Value {
     let f = fleet.to_str().unwrap();
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--format", "json", "--config", config.to_str().unwrap()]);
-    assert!(o.status.success(), "plan failed\n{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&o)))
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--format", "json", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "plan failed\n{}", output_text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", output_text(&o)))
 }
 
 fn steps(plan: &Value) -> Vec<(String, String)> {
@@ -171,13 +149,13 @@ fn the_example_fleet_converges_and_drift_is_corrected() {
     let c = cfg.to_str().unwrap();
 
     // 1. From empty: the plan has changes (exit 2), apply converges, the next plan is empty (exit 0).
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert!(o.status.success(), "apply failed\n{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", text(&o));
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "second plan is not empty\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert!(o.status.success(), "apply failed\n{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", output_text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "second plan is not empty\n{}", output_text(&o));
 
     // What LXD reports agrees: 10 instances where the fleet put them, running or stopped.
     let list = lab.lxc_json("node1", &["list", "--all-projects"]);
@@ -191,8 +169,8 @@ fn the_example_fleet_converges_and_drift_is_corrected() {
 
     // The snapshot says the same as lxc.
     let snap = work.path().join("snap.json");
-    let o = gitops(lab, &["snapshot", f, "--cluster", "lab", "--config", c, "-o", snap.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["snapshot", f, "--cluster", "lab", "--config", c, "-o", snap.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let live: Value = serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
     for (name, i) in &by_name {
         let key = format!("{}/{name}", i["project"].as_str().unwrap());
@@ -201,8 +179,8 @@ fn the_example_fleet_converges_and_drift_is_corrected() {
         assert_eq!(s["status"], i["status"], "{key}");
     }
     // Offline plan from the snapshot: nothing to do either.
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--state", snap.to_str().unwrap(), "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--state", snap.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
 
     // 2. Drift by hand shows up as exactly that change ...
     lab.lxc_ok("node1", &["config", "set", "web-1", "user.note=by-hand", "--project", "web"]);
@@ -227,48 +205,48 @@ fn the_example_fleet_converges_and_drift_is_corrected() {
     ] {
         assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
     }
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "drift not corrected\n{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "drift not corrected\n{}", output_text(&o));
     assert_eq!(lab.query("node1", "/1.0/instances/db-1?project=data")["status"], "Running");
     assert!(!lab.lxc("node1", &["info", "stray-1", "--project", "web"]).status.success(), "stray-1 still exists");
 
     // 3. A saved plan is refused once live state moved after it was made.
     lab.lxc_ok("node1", &["config", "set", "web-2", "user.note=one", "--project", "web"]);
     let saved = work.path().join("plan.json");
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--out", saved.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--out", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
     lab.lxc_ok("node1", &["config", "set", "web-2", "user.note=two", "--project", "web"]);
-    let o = gitops(lab, &["apply", f, "--config", c, "--auto-approve", "--plan", saved.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("changed since the plan was made"), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--config", c, "--auto-approve", "--plan", saved.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed since the plan was made"), "{}", output_text(&o));
     assert_eq!(lab.query("node1", "/1.0/instances/web-2?project=web")["config"]["user.note"], "two", "nothing applied");
     // A fresh saved plan applies.
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--out", saved.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = gitops(lab, &["apply", f, "--config", c, "--auto-approve", "--plan", saved.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--out", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let o = lab.gitops(&["apply", f, "--config", c, "--auto-approve", "--plan", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(lab.query("node1", "/1.0/instances/web-2?project=web")["config"].get("user.note").is_none());
 
     // 4. Import writes a fleet that validates and plans to zero changes (adoption).
     let imported = work.path().join("imported");
-    let o = gitops(lab, &["import", f, "--cluster", "lab", "--config", c, "-o", imported.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["import", f, "--cluster", "lab", "--config", c, "-o", imported.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let i = imported.to_str().unwrap();
-    let o = gitops(lab, &["validate", i]);
-    assert!(o.status.success(), "the imported fleet does not validate\n{}", text(&o));
-    let o = gitops(lab, &["plan", i, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "the imported fleet does not plan to zero changes\n{}", text(&o));
+    let o = lab.gitops(&["validate", i]);
+    assert!(o.status.success(), "the imported fleet does not validate\n{}", output_text(&o));
+    let o = lab.gitops(&["plan", i, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "the imported fleet does not plan to zero changes\n{}", output_text(&o));
     let web1 = std::fs::read_to_string(imported.join("clusters/lab/projects/web/instances/web-1.yaml")).unwrap();
     assert!(web1.contains("target: \"node1\"") && !web1.contains("volatile."), "{web1}");
 
     // 5. An invalid revision changes nothing: validation errors, exit 1, no plan.
     std::fs::write(fleet.join("clusters/lab/broken.yaml"), "kind: Instance\ncluster: lab\nname: [oops\n").unwrap();
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("clusters/lab/broken.yaml:") && err.contains("YAML syntax error"), "{}", text(&o));
-    assert!(!err.contains("Apply to cluster"), "nothing may be applied from an invalid revision\n{}", text(&o));
+    assert!(err.contains("clusters/lab/broken.yaml:") && err.contains("YAML syntax error"), "{}", output_text(&o));
+    assert!(!err.contains("Apply to cluster"), "nothing may be applied from an invalid revision\n{}", output_text(&o));
     drop(standins);
 }

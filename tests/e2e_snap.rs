@@ -10,17 +10,13 @@
 
 mod common;
 
-use common::lab::{Lab, PrivateLab};
+use common::lab::{output_text, Lab, PrivateLab};
 use lxd_gitops::snap::client::{conf_value_text, SnapdClient};
 use lxd_gitops::snap::Transport;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lxd-gitops"))
-}
+use std::process::{Child, Command, Stdio};
 
 /// Channels the stand-ins' pretend store offers besides the installed 5.0/stable.
 const STORE: &[&str] = &["5.21/stable=29619:5.21.1", "6/stable=33110:6.1"];
@@ -146,29 +142,11 @@ fn snap_fleet(lab: &Lab, fleet: &Path, channel: &str) {
     }
 }
 
-fn gitops(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("LXD_GITOPS_CREDENTIALS_DIR", lab.credentials_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn plan_json(lab: &Lab, fleet: &Path, config: &Path) -> Value {
     let f = fleet.to_str().unwrap();
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--format", "json", "--config", config.to_str().unwrap()]);
-    assert!(o.status.success(), "plan failed\n{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", text(&o)))
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--format", "json", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "plan failed\n{}", output_text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", output_text(&o)))
 }
 
 fn all_steps(plan: &Value) -> Vec<&Value> {
@@ -241,17 +219,17 @@ fn snap_settings_roll_member_by_member() {
         "node2 waits for node1: {s2:#}"
     );
 
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert!(o.status.success(), "apply failed\n{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert!(o.status.success(), "apply failed\n{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Cluster lab matches the fleet."), "{}", output_text(&o));
     assert_eq!(standins.state("node1").conf, BTreeMap::from([("lxcfs.loadavg".into(), "true".into())]));
     assert_eq!(standins.state("node2").conf, BTreeMap::from([("daemon.debug".into(), "true".into())]));
     assert_eq!(standins.state("node3").conf, BTreeMap::new());
 
-    let o = gitops(lab, &["pending", "--cluster", "lab", "--config", c, "--format", "json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["pending", "--cluster", "lab", "--config", c, "--format", "json"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let pending: Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pending JSON: {e}\n{}", text(&o)));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pending JSON: {e}\n{}", output_text(&o)));
     assert_eq!(
         pending,
         serde_json::json!({
@@ -259,10 +237,10 @@ fn snap_settings_roll_member_by_member() {
             "node2": [{"key": "daemon.debug", "value": "true", "needs": "reload"}],
         }),
         "{}",
-        text(&o)
+        output_text(&o)
     );
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "second plan is not empty\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "second plan is not empty\n{}", output_text(&o));
 
     // 2. A channel change rolls member by member: one step per member, in a chain.
     set_channel(&fleet, "5.21/stable");
@@ -279,12 +257,13 @@ fn snap_settings_roll_member_by_member() {
             assert!(s["depends_on"].as_array().unwrap().iter().any(|d| d == &prev), "{m} waits for {prev}: {s:#}");
         }
     }
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert!(o.status.success(), "apply failed\n{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert!(o.status.success(), "apply failed\n{}", output_text(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    let at =
-        |m: &str| out.find(&format!("ok      update Snap/{m}")).unwrap_or_else(|| panic!("{m} not ok\n{}", text(&o)));
-    assert!(at("node1") < at("node2") && at("node2") < at("node3"), "not member by member\n{}", text(&o));
+    let at = |m: &str| {
+        out.find(&format!("ok      update Snap/{m}")).unwrap_or_else(|| panic!("{m} not ok\n{}", output_text(&o)))
+    };
+    assert!(at("node1") < at("node2") && at("node2") < at("node3"), "not member by member\n{}", output_text(&o));
     for m in &members {
         let s = standins.state(m);
         assert_eq!(
@@ -296,18 +275,18 @@ fn snap_settings_roll_member_by_member() {
     assert_eq!(standins.state("node2").conf["daemon.debug"], "true", "a refresh keeps the snap's config");
     // The refresh restarted node2's daemon (new revision): daemon.debug is in effect;
     // node1's lxcfs.loadavg still waits for a reboot.
-    let o = gitops(lab, &["pending", "--cluster", "lab", "--config", c, "--format", "json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gitops(&["pending", "--cluster", "lab", "--config", c, "--format", "json"]);
+    assert!(o.status.success(), "{}", output_text(&o));
     let pending: Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pending JSON: {e}\n{}", text(&o)));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pending JSON: {e}\n{}", output_text(&o)));
     assert_eq!(
         pending,
         serde_json::json!({"node1": [{"key": "lxcfs.loadavg", "value": "true", "needs": "reboot"}]}),
         "{}",
-        text(&o)
+        output_text(&o)
     );
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "plan after the roll is not empty\n{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "plan after the roll is not empty\n{}", output_text(&o));
 
     // 3. A downgrade is refused: every member's step is Blocked and nothing changes.
     set_channel(&fleet, "5.0/stable");
@@ -319,19 +298,19 @@ fn snap_settings_roll_member_by_member() {
         let reason = s["flags"][0]["reason"].as_str().unwrap();
         assert!(reason.contains("downgrade") && reason.contains("5.21") && reason.contains("5.0"), "{reason}");
     }
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("blocked"), "{}", text(&o));
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("blocked"), "{}", output_text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     for m in &members {
-        assert!(out.contains(&format!("skipped update Snap/{m}")), "{m} not skipped\n{}", text(&o));
-        assert!(!out.contains(&format!("ok      update Snap/{m}")), "{m} applied\n{}", text(&o));
-        assert_eq!(standins.state(m).tracking, "5.21/stable", "{m} moved\n{}", text(&o));
+        assert!(out.contains(&format!("skipped update Snap/{m}")), "{m} not skipped\n{}", output_text(&o));
+        assert!(!out.contains(&format!("ok      update Snap/{m}")), "{m} applied\n{}", output_text(&o));
+        assert_eq!(standins.state(m).tracking, "5.21/stable", "{m} moved\n{}", output_text(&o));
     }
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Cluster lab still differs from the fleet in 3 step(s)"),
         "the refused downgrade is reported as not done\n{}",
-        text(&o)
+        output_text(&o)
     );
 
     // 4. A member that fails stops the roll. node2's snapd is restarted as it was
@@ -355,30 +334,32 @@ fn snap_settings_roll_member_by_member() {
     set_channel(&fleet, "6/stable");
     let plan = plan_json(lab, &fleet, &cfg);
     assert_eq!(ids(&plan), members.iter().map(|m| snap_id(m)).collect::<Vec<_>>(), "only the channel moved: {plan:#}");
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(out.contains("ok      update Snap/node1"), "{}", text(&o));
-    let failed =
-        out.lines().find(|l| l.starts_with("FAILED  update Snap/node2")).unwrap_or_else(|| panic!("{}", text(&o)));
+    assert!(out.contains("ok      update Snap/node1"), "{}", output_text(&o));
+    let failed = out
+        .lines()
+        .find(|l| l.starts_with("FAILED  update Snap/node2"))
+        .unwrap_or_else(|| panic!("{}", output_text(&o)));
     assert!(failed.contains("stand-in says no"), "the snapd error is shown: {failed}");
     assert!(failed.contains("ended Error"), "{failed}");
     assert_eq!(failed.matches("update Snap/node2").count(), 1, "the step is named once: {failed}");
-    assert!(out.contains("skipped update Snap/node3"), "{}", text(&o));
-    assert!(out.contains("Apply to cluster lab: 1 ok, 1 failed, 1 skipped"), "{}", text(&o));
+    assert!(out.contains("skipped update Snap/node3"), "{}", output_text(&o));
+    assert!(out.contains("Apply to cluster lab: 1 ok, 1 failed, 1 skipped"), "{}", output_text(&o));
     assert_eq!(standins.state("node1").tracking, "6/stable");
     assert_eq!(standins.state("node2").tracking, "5.21/stable");
     assert_eq!(standins.state("node3").tracking, "5.21/stable", "node3 was refreshed after node2 failed");
 
     // The failure was one-off: the next apply resumes the roll where it stopped.
-    let o = gitops(lab, &["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("update Snap/node1"), "node1 is done\n{}", text(&o));
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("update Snap/node1"), "node1 is done\n{}", output_text(&o));
     for m in &members {
         let s = standins.state(m);
         assert_eq!((s.tracking.as_str(), s.version.as_str()), ("6/stable", "6.1"), "{m}");
     }
-    let o = gitops(lab, &["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     drop(standins);
 }

@@ -454,3 +454,25 @@ impl Drop for PrivateLab {
         let _ = Command::new(script_path()).arg("down").arg(&self.dir).stdin(Stdio::null()).output();
     }
 }
+
+impl Lab {
+    /// Runs the `lxd-gitops` binary with this lab's credentials folder.
+    pub fn gitops(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
+            .args(args)
+            .env("LXD_GITOPS_CREDENTIALS_DIR", self.credentials_dir())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run lxd-gitops: {e}"))
+    }
+}
+
+/// Both output streams of a command, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
