@@ -662,30 +662,19 @@ pub struct SnapSettings {
 /// - `certificates` is keyed by name; members' own `server` entries are included
 ///   (the planner never touches them).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterObjects {
     /// Cluster-wide server config.
-    #[serde(default)]
     pub server_config: ConfigMap,
-    #[serde(default)]
     pub members: BTreeMap<String, Member>,
-    #[serde(default)]
     pub groups: BTreeMap<String, ClusterGroup>,
-    #[serde(default)]
     pub projects: BTreeMap<String, Project>,
-    #[serde(default)]
     pub storage_pools: BTreeMap<String, StoragePool>,
-    #[serde(default)]
     pub networks: BTreeMap<ProjectKeyString, Network>,
-    #[serde(default)]
     pub profiles: BTreeMap<ProjectKeyString, Profile>,
-    #[serde(default)]
     pub images: BTreeMap<ProjectKeyString, Image>,
-    #[serde(default)]
     pub instances: BTreeMap<ProjectKeyString, Instance>,
-    #[serde(default)]
     pub certificates: BTreeMap<String, Certificate>,
-    #[serde(default)]
     pub snap: BTreeMap<String, SnapSettings>,
 }
 
