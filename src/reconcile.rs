@@ -1,8 +1,9 @@
 //! One reconcile of one cluster, as the command line and the daemon both run it.
 //!
 //! Owns: the sequence connect → read live (LXD and snapd) → plan → apply → read
-//! again, and checking that a saved plan still matches the world before applying
-//! it. Must not: print (callers render), parse arguments or loop.
+//! again, checking that a saved plan still matches the world before applying it,
+//! and planning again (a bounded number of times) when steps met a concurrent
+//! change. Must not: print (callers render), parse arguments or loop forever.
 
 use crate::apply::executor::{self, ApplyOptions, ApplyReport, NoSnap, StepReport};
 use crate::apply::snap::{SnapKeys, SnapdFleet};
@@ -140,5 +141,79 @@ pub async fn apply(
         executor::execute(plan, &session.conn, &session.snap, &opts, progress).await
     } else {
         executor::execute(plan, &session.conn, &NoSnap, &opts, progress).await
+    }
+}
+
+/// How many times one apply plans again after steps met a concurrent change.
+pub const MAX_REPLANS: usize = 2;
+
+/// One round of `apply_replanning`: the plan applied and what became of it.
+pub struct Round {
+    pub plan: Plan,
+    pub report: ApplyReport,
+}
+
+/// What `apply_replanning` did: every round, and why it stopped planning again
+/// when conflicts remained (None when the last round had none).
+pub struct Replanned {
+    pub rounds: Vec<Round>,
+    pub unresolved: Option<String>,
+    /// The session of the last round.
+    pub session: Session,
+}
+
+impl Replanned {
+    /// True when no step failed, except conflicts a later round resolved.
+    pub fn succeeded(&self) -> bool {
+        self.unresolved.is_none()
+            && self.rounds.iter().all(|r| r.report.steps.iter().all(|s| s.conflict || s.failure().is_none()))
+    }
+}
+
+/// Applies `plan`. Where steps met a concurrent change (their object moved since
+/// the plan read it, so nothing was overwritten), reads the cluster again, plans
+/// again and applies the new plan if `approve` accepts it — at most `MAX_REPLANS`
+/// times. `approve` sees each new plan (callers show it, ask, or refuse).
+pub async fn apply_replanning(
+    desired: &DesiredCluster,
+    runtime: Option<&Config>,
+    first: (Session, Plan),
+    repo_root: &Path,
+    mut approve: impl FnMut(&Plan) -> bool,
+    mut progress: impl FnMut(&StepReport),
+) -> Replanned {
+    let (mut session, mut plan) = first;
+    let mut rounds = Vec::new();
+    loop {
+        let report = apply(&session, &plan, desired, repo_root, &mut progress).await;
+        let conflicts = report.conflicts().count();
+        rounds.push(Round { plan, report });
+        if conflicts == 0 {
+            return Replanned { rounds, unresolved: None, session };
+        }
+        if rounds.len() > MAX_REPLANS {
+            let unresolved = format!(
+                "{conflicts} step(s) still met concurrent changes after planning again {MAX_REPLANS} times; run plan again"
+            );
+            return Replanned { rounds, unresolved: Some(unresolved), session };
+        }
+        session = match open(desired, runtime).await {
+            Ok(s) => s,
+            Err(e) => {
+                let unresolved = Some(format!("reading the cluster again failed: {e}"));
+                return Replanned { rounds, unresolved, session };
+            }
+        };
+        plan = self::plan(desired, &session);
+        if plan.is_empty() {
+            return Replanned { rounds, unresolved: None, session };
+        }
+        if let Some(reason) = &plan.blocked {
+            let unresolved = Some(format!("the new plan is refused: {reason}"));
+            return Replanned { rounds, unresolved, session };
+        }
+        if !approve(&plan) {
+            return Replanned { rounds, unresolved: Some("the new plan was not approved".into()), session };
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! The executor: one plan step at a time, as LXD requests.
 //!
 //! Owns: what each (kind, action) of a `Step` means in LXD calls — GET → modify →
-//! PUT with `If-Match` for updates (a 412 means someone changed the object since
-//! it was read: the step fails and nothing is overwritten), waiting on async
+//! PUT with `If-Match` for updates, waiting on async
 //! operations, the two-step creation of pools and networks in a cluster, joining
-//! members, evacuation, stop-before-delete. Turns the engine's results into an
-//! `ApplyReport`. Must not: diff (the planner did), choose order (the engine does).
+//! members, evacuation, stop-before-delete. A step whose object someone else
+//! changed since the plan read it (`conflict`), or between its GET and PUT (412),
+//! is a conflict: nothing is overwritten and the report says so, for the caller to
+//! plan again. Turns the engine's results into an `ApplyReport`. Must not: diff (the planner did), choose order (the engine does).
 
 use super::engine::{self, Node, Outcome, StepResult};
 use super::requests as rq;
@@ -110,6 +111,10 @@ pub struct StepReport {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub duration_ms: u64,
+    /// The step failed because its object changed since the plan read it (or
+    /// between its read and its write): nothing was overwritten; plan again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conflict: bool,
 }
 
 impl StepReport {
@@ -141,6 +146,11 @@ impl ApplyReport {
         self.counts().1 == 0
     }
 
+    /// The steps that failed as conflicts (see `StepReport::conflict`).
+    pub fn conflicts(&self) -> impl Iterator<Item = &StepReport> {
+        self.steps.iter().filter(|s| s.conflict)
+    }
+
     pub fn render_text(&self) -> String {
         let mut s = String::new();
         for r in &self.steps {
@@ -168,6 +178,28 @@ struct Ctx<'a, C: LxdApi, S: SnapApply> {
     opts: &'a ApplyOptions,
     /// Members of the cluster when the apply started (for per-member creations).
     members: Vec<String>,
+    /// Ids of the steps that failed as conflicts.
+    conflicts: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Why a step did not succeed.
+#[derive(Debug)]
+struct StepError {
+    message: String,
+    /// The object moved under the step; nothing was written.
+    conflict: bool,
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError { message, conflict: false }
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        StepError { message: message.to_string(), conflict: false }
+    }
 }
 
 /// Runs `plan` against the cluster behind `api`. A blocked plan runs nothing.
@@ -190,6 +222,7 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
                 action: s.action,
                 outcome: Outcome::Skipped(format!("plan refused: {reason}")),
                 duration_ms: 0,
+                conflict: false,
             })
             .collect();
         return ApplyReport { cluster: plan.cluster.clone(), steps: reports, duration_ms: 0 };
@@ -203,7 +236,7 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let ctx = Arc::new(Ctx { api, snap, cluster: &plan.cluster, opts, members });
+    let ctx = Arc::new(Ctx { api, snap, cluster: &plan.cluster, opts, members, conflicts: Default::default() });
     let phases: Vec<Vec<Node<&Step>>> = plan
         .phases
         .iter()
@@ -229,26 +262,34 @@ pub async fn execute<C: LxdApi, S: SnapApply>(
         },
         |step: &Step| {
             let ctx = ctx.clone();
-            async move { run_step(&ctx, step).await.map_err(|e| format!("{} {}: {e}", step.action, step.object)) }
+            async move {
+                run_step(&ctx, step).await.map_err(|e| {
+                    if e.conflict {
+                        ctx.conflicts.lock().expect("conflicts").insert(step.id.clone());
+                    }
+                    format!("{} {}: {}", step.action, step.object, e.message)
+                })
+            }
         },
         |r| {
             if let Some(s) = by_id.get(r.id.as_str()) {
-                progress(&report_of(s, r));
+                progress(&report_of(s, r, &ctx));
             }
         },
     )
     .await;
-    let reports = results.iter().filter_map(|r| by_id.get(r.id.as_str()).map(|s| report_of(s, r))).collect();
+    let reports = results.iter().filter_map(|r| by_id.get(r.id.as_str()).map(|s| report_of(s, r, &ctx))).collect();
     ApplyReport { cluster: plan.cluster.clone(), steps: reports, duration_ms: started.elapsed().as_millis() as u64 }
 }
 
-fn report_of(s: &Step, r: &StepResult) -> StepReport {
+fn report_of<C: LxdApi, S: SnapApply>(s: &Step, r: &StepResult, ctx: &Ctx<'_, C, S>) -> StepReport {
     StepReport {
         id: s.id.clone(),
         object: s.object.to_string(),
         action: s.action,
         outcome: r.outcome.clone(),
         duration_ms: r.duration_ms,
+        conflict: ctx.conflicts.lock().expect("conflicts").contains(&s.id),
     }
 }
 
@@ -266,11 +307,14 @@ fn project_of(step: &Step) -> &str {
     step.object.project.as_deref().unwrap_or("default")
 }
 
-fn e(err: ApiError) -> String {
+fn e(err: ApiError) -> StepError {
     if err.precondition_failed {
-        format!("{}: the object changed while this step ran; not overwritten — run plan again", err.message)
+        StepError {
+            message: format!("{}: the object changed while this step ran; not overwritten", err.message),
+            conflict: true,
+        }
     } else {
-        err.message
+        err.message.into()
     }
 }
 
@@ -281,19 +325,36 @@ impl<C: LxdApi, S: SnapApply> Ctx<'_, C, S> {
         path: &str,
         body: Option<Value>,
         if_match: Option<String>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, StepError> {
         let r = self.api.request(method, path, body, if_match).await.map_err(e)?;
         self.api.wait(r).await.map_err(e)
     }
 
     /// GET → build the body from what LXD returned → PUT with that GET's ETag.
-    async fn get_put(&self, path: &str, body: impl FnOnce(&Value) -> Value) -> Result<(), String> {
+    async fn get_put(&self, path: &str, body: impl FnOnce(&Value) -> Value) -> Result<(), StepError> {
         let (live, etag) = self.api.get(path).await.map_err(e)?;
+        self.call(Method::Put, path, Some(body(&live)), etag).await.map(|_| ())
+    }
+
+    /// `get_put` for an update step, refused as a conflict when the fields it
+    /// writes moved since the plan read them.
+    async fn update(&self, step: &Step, path: &str, body: impl FnOnce(&Value) -> Value) -> Result<(), StepError> {
+        let (live, etag) = self.api.get(path).await.map_err(e)?;
+        let moved = super::conflict::moved_since_plan(step, &live);
+        if !moved.is_empty() {
+            return Err(StepError {
+                message: format!(
+                    "changed by someone else since the plan read it ({}); not overwritten",
+                    moved.join(", ")
+                ),
+                conflict: true,
+            });
+        }
         self.call(Method::Put, path, Some(body(&live)), etag).await.map(|_| ())
     }
 }
 
-async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
+async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), StepError> {
     let name = step.object.name.as_str();
     let project = project_of(step);
     let pq = rq::project_query(project);
@@ -323,7 +384,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Project, Action::Update) => {
             let p: Project = want(step)?;
-            ctx.get_put(&format!("/1.0/projects/{}", rq::enc(name)), |live| rq::project_put(&p, live)).await?;
+            ctx.update(step, &format!("/1.0/projects/{}", rq::enc(name)), |live| rq::project_put(&p, live)).await?;
         }
         (Kind::Project, Action::Delete) => {
             ctx.call(Method::Delete, &format!("/1.0/projects/{}", rq::enc(name)), None, None).await?;
@@ -394,7 +455,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Profile, Action::Update) => {
             let p: Profile = want(step)?;
-            ctx.get_put(&rq::profile_path(project, name), |live| rq::profile_put(&p, live)).await?;
+            ctx.update(step, &rq::profile_path(project, name), |live| rq::profile_put(&p, live)).await?;
         }
         (Kind::Profile, Action::Delete) => {
             ctx.call(Method::Delete, &rq::profile_path(project, name), None, None).await?;
@@ -451,7 +512,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         }
         (Kind::Instance, Action::Update) => {
             let i: Instance = want(step)?;
-            ctx.get_put(&rq::instance_path(project, name), |live| rq::instance_put(&i, live)).await?;
+            ctx.update(step, &rq::instance_path(project, name), |live| rq::instance_put(&i, live)).await?;
         }
         (Kind::Instance, Action::Start) => instance_state(ctx, project, name, "start").await?,
         (Kind::Instance, Action::Stop) => instance_state(ctx, project, name, "stop").await?,
@@ -491,7 +552,7 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
             let live: Option<SnapSettings> = step.live.clone().and_then(|v| serde_json::from_value(v).ok());
             ctx.snap.apply(name, &want, live.as_ref()).await?;
         }
-        (kind, action) => return Err(format!("lxd-gitops cannot {action} a {kind} yet")),
+        (kind, action) => return Err(format!("lxd-gitops cannot {action} a {kind} yet").into()),
     }
     Ok(())
 }
@@ -521,7 +582,7 @@ fn config_patch(want: &Value, live: &Value) -> Value {
 async fn create_per_member<C: LxdApi, S: SnapApply>(
     ctx: &Ctx<'_, C, S>,
     reqs: Vec<(String, Value)>,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     for (path, body) in reqs {
         ctx.call(Method::Post, &path, Some(body), None).await?;
     }
@@ -537,7 +598,7 @@ async fn update_global_and_members<C: LxdApi, S: SnapApply>(
     config: &ConfigMap,
     member_config: &std::collections::BTreeMap<String, ConfigMap>,
     member_keys: &[&str],
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let path = rq::with_query(base, &[pq.to_string()]);
     ctx.get_put(&path, |live| rq::global_put(description, config, live, member_keys)).await?;
     for (m, keys) in member_config {
@@ -560,7 +621,7 @@ async fn instance_state<C: LxdApi, S: SnapApply>(
     project: &str,
     name: &str,
     action: &str,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let path = rq::instance_state_path(project, name);
     let timeout = ctx.opts.stop_timeout;
     match ctx.call(Method::Put, &path, Some(rq::instance_state(action, timeout, false)), None).await {
@@ -570,13 +631,13 @@ async fn instance_state<C: LxdApi, S: SnapApply>(
             ctx.call(Method::Put, &path, Some(rq::instance_state(action, timeout, true)), None)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("{first}; forcing it failed too: {e}"))
+                .map_err(|e| format!("{}; forcing it failed too: {}", first.message, e.message).into())
         }
         Err(e) => Err(e),
     }
 }
 
-async fn create_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
+async fn create_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), StepError> {
     let img: Image = want(step)?;
     let project = img.project.clone();
     let pq = rq::project_query(&project);
@@ -618,7 +679,7 @@ async fn create_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step)
     Ok(())
 }
 
-async fn update_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
+async fn update_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), StepError> {
     let img: Image = want(step)?;
     let live: Image = live_of(step)?;
     let pq = rq::project_query(&img.project);
@@ -659,7 +720,7 @@ async fn update_image<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step)
 /// Joins a new server: a join token from the cluster, then `PUT /1.0/cluster` on the
 /// new server (which must already trust our client certificate), then the member's
 /// own fields.
-async fn join_member<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), String> {
+async fn join_member<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> Result<(), StepError> {
     let desired = step.desired.clone().ok_or("no desired member")?;
     let m: Member =
         serde_json::from_value(desired.get("member").cloned().unwrap_or_default()).map_err(|e| e.to_string())?;
@@ -724,7 +785,7 @@ async fn join_member<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) 
         "member_config": member_config,
     });
     let r = new.request(Method::Put, "/1.0/cluster", Some(body), None).await.map_err(e)?;
-    new.wait(r).await.map_err(|err| format!("joining failed on the new server: {}", e(err)))?;
+    new.wait(r).await.map_err(|err| format!("joining failed on the new server: {}", e(err).message))?;
     // 5. The member's own fields.
     ctx.get_put(&rq::member_path(&m.name), |live| rq::member_put(&m, live)).await?;
     if !m.server_config.is_empty() {
@@ -756,6 +817,7 @@ mod tests {
                     action: Action::Create,
                     outcome: Outcome::Ok,
                     duration_ms: 5,
+                    conflict: false,
                 },
                 StepReport {
                     id: "b".into(),
@@ -763,6 +825,7 @@ mod tests {
                     action: Action::Create,
                     outcome: Outcome::Failed("create Instance/web/w1: boom".into()),
                     duration_ms: 7,
+                    conflict: true,
                 },
                 StepReport {
                     id: "c".into(),
@@ -770,6 +833,7 @@ mod tests {
                     action: Action::Start,
                     outcome: Outcome::Skipped("dependency".into()),
                     duration_ms: 0,
+                    conflict: false,
                 },
             ],
             duration_ms: 1200,
@@ -784,5 +848,8 @@ mod tests {
         assert_eq!(json["steps"][1]["detail"], "create Instance/web/w1: boom");
         assert_eq!(r.steps[1].failure(), Some("boom"));
         assert_eq!(r.steps[0].failure(), None);
+        assert_eq!(json["steps"][1]["conflict"], true);
+        assert!(json["steps"][0].get("conflict").is_none(), "{json}");
+        assert_eq!(r.conflicts().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["b"]);
     }
 }

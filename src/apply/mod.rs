@@ -3,6 +3,7 @@
 //! Owns: request shapes per kind (`requests`). Must not: diff (the planner does).
 
 pub mod engine;
+pub mod conflict;
 pub mod executor;
 pub mod lxd_api;
 pub mod requests;

@@ -95,29 +95,67 @@ pub fn run(args: Args) -> ExitCode {
             );
             b
         });
-        let report = rt.block_on(reconcile::apply(&session, &fresh, desired, &args.path, |r| {
-            let line = match &r.outcome {
-                Outcome::Ok => format!("ok      {} {} ({} ms)", r.action, r.object, r.duration_ms),
-                Outcome::Failed(_) => format!("FAILED  {} {}: {}", r.action, r.object, r.failure().unwrap_or_default()),
-                Outcome::Skipped(why) => format!("skipped {} {}: {why}", r.action, r.object),
-            };
-            match &bar {
-                Some(b) => {
-                    b.inc(1);
-                    b.println(line);
-                }
-                None => println!("{line}"),
+        let saved_plan = saved.is_some();
+        let auto_approve = args.auto_approve;
+        let approve = |p: &Plan| {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
             }
-        }));
+            if saved_plan {
+                eprintln!("cluster {name}: a saved plan is applied only as reviewed; not planning again");
+                return false;
+            }
+            println!("Cluster {name} changed while applying: planned again from what is live now.");
+            print!("{}", render::text(p, &render::TextOptions { color: tty }));
+            if let Some(b) = &bar {
+                b.reset();
+                b.set_length(p.steps().count() as u64);
+            }
+            auto_approve || confirm(name)
+        };
+        let done = rt.block_on(reconcile::apply_replanning(
+            desired,
+            config.as_ref(),
+            (session, fresh),
+            &args.path,
+            approve,
+            |r| {
+                let line = match &r.outcome {
+                    Outcome::Ok => format!("ok      {} {} ({} ms)", r.action, r.object, r.duration_ms),
+                    Outcome::Failed(_) if r.conflict => {
+                        format!("CONFLICT {} {}: {}", r.action, r.object, r.failure().unwrap_or_default())
+                    }
+                    Outcome::Failed(_) => {
+                        format!("FAILED  {} {}: {}", r.action, r.object, r.failure().unwrap_or_default())
+                    }
+                    Outcome::Skipped(why) => format!("skipped {} {}: {why}", r.action, r.object),
+                };
+                match &bar {
+                    Some(b) => {
+                        b.inc(1);
+                        b.println(line);
+                    }
+                    None => println!("{line}"),
+                }
+            },
+        ));
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        let (ok, bad, skipped) = report.counts();
-        println!(
-            "Apply to cluster {name}: {ok} ok, {bad} failed, {skipped} skipped in {:.1} s",
-            report.duration_ms as f64 / 1000.0
-        );
-        failed |= !report.succeeded();
+        for (i, round) in done.rounds.iter().enumerate() {
+            let (ok, bad, skipped) = round.report.counts();
+            let conflicts = round.report.conflicts().count();
+            println!(
+                "Apply to cluster {name}{}: {ok} ok, {bad} failed{}, {skipped} skipped in {:.1} s",
+                if done.rounds.len() > 1 { format!(" (round {})", i + 1) } else { String::new() },
+                if conflicts > 0 { format!(" ({conflicts} of them conflicts: not overwritten)") } else { String::new() },
+                round.report.duration_ms as f64 / 1000.0
+            );
+        }
+        if let Some(why) = &done.unresolved {
+            eprintln!("error: cluster {name}: {why}");
+        }
+        failed |= !done.succeeded();
         // Read the cluster again: what still differs?
         match rt.block_on(reconcile::open(desired, config.as_ref())) {
             Ok(after) => {
@@ -139,7 +177,7 @@ pub fn run(args: Args) -> ExitCode {
             }
             Err(e) => eprintln!("warning: could not read cluster {name} again after applying: {e}"),
         }
-        reports.push(report);
+        reports.extend(done.rounds.into_iter().map(|r| r.report));
     }
     if let Some(file) = &args.report {
         let json = serde_json::to_string_pretty(&reports).unwrap_or_default();

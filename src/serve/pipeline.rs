@@ -252,27 +252,51 @@ impl Pipeline {
             report.outcome = Outcome::Held { reason: "drift found; policy.correct_drift is false".into() };
             return (report, serde_json::Value::Null);
         }
-        let applied = reconcile::apply(&session, &plan, desired, dir, |r| {
-            tracing::info!(cluster = %desired.spec.name, step = %r.id, outcome = ?r.outcome, ms = r.duration_ms, "step");
-        })
+        let cluster = &desired.spec.name;
+        let done = reconcile::apply_replanning(
+            desired,
+            Some(&self.config),
+            (session, plan),
+            dir,
+            |p| {
+                tracing::warn!(cluster = %cluster, steps = p.steps().count(), "cluster changed while applying: planned again");
+                true
+            },
+            |r| {
+                tracing::info!(cluster = %cluster, step = %r.id, outcome = ?r.outcome, conflict = r.conflict, ms = r.duration_ms, "step");
+            },
+        )
         .await;
-        let steps = serde_json::to_value(&applied).unwrap_or_default();
-        if applied.succeeded() {
+        let reports: Vec<&crate::apply::executor::ApplyReport> = done.rounds.iter().map(|r| &r.report).collect();
+        // One report for the audit record: every round's steps, conflicts marked.
+        let steps = serde_json::to_value(crate::apply::executor::ApplyReport {
+            cluster: cluster.clone(),
+            steps: reports.iter().flat_map(|r| r.steps.iter().cloned()).collect(),
+            duration_ms: reports.iter().map(|r| r.duration_ms).sum(),
+        })
+        .unwrap_or_default();
+        if done.succeeded() {
             report.outcome = Outcome::Applied;
             self.record_good(&desired.spec.name, rev);
         } else {
-            let (_, failed, _) = applied.counts();
-            let first = applied
-                .steps
+            let failures: Vec<&str> = reports
                 .iter()
-                .find_map(|s| match &s.outcome {
-                    crate::apply::engine::Outcome::Failed(e) => Some(e.clone()),
+                .flat_map(|r| r.steps.iter())
+                .filter(|s| !s.conflict)
+                .filter_map(|s| match &s.outcome {
+                    crate::apply::engine::Outcome::Failed(e) => Some(e.as_str()),
                     _ => None,
                 })
-                .unwrap_or_default();
-            report.outcome = Outcome::Failed { error: format!("{failed} step(s) failed; first: {first}") };
+                .collect();
+            report.outcome = Outcome::Failed {
+                error: match (failures.first(), &done.unresolved) {
+                    (Some(first), _) => format!("{} step(s) failed; first: {first}", failures.len()),
+                    (None, Some(why)) => why.clone(),
+                    (None, None) => "the apply failed".into(),
+                },
+            };
         }
-        report.pending_snap = session.snap.pending().await;
+        report.pending_snap = done.session.snap.pending().await;
         (report, steps)
     }
 
