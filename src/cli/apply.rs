@@ -160,8 +160,10 @@ pub fn run(args: Args) -> ExitCode {
         match rt.block_on(reconcile::open(desired, config.as_ref())) {
             Ok(after) => {
                 let residual = reconcile::plan(desired, &after);
-                if residual.is_empty() {
+                if residual.is_empty() && residual.incomplete.is_empty() {
                     println!("Cluster {name} matches the fleet.");
+                } else if residual.is_empty() {
+                    println!("{}", lxd_gitops::plan::render::summary(&residual));
                 } else {
                     println!("Cluster {name} still differs from the fleet in {} step(s):", residual.steps().count());
                     for s in residual.steps() {

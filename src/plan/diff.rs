@@ -291,6 +291,8 @@ struct Planner<'a> {
     /// Where the evacuations that only prepare a removal are, blocked with it.
     removal_evacuations: Vec<(PhaseKind, usize)>,
     incomplete: BTreeMap<Kind, &'a str>,
+    /// Instances LXD could not read because their member is offline, by member.
+    unreadable: BTreeMap<&'a str, Vec<String>>,
 }
 
 impl<'a> Planner<'a> {
@@ -340,6 +342,7 @@ impl<'a> Planner<'a> {
             removals: Vec::new(),
             removal_evacuations: Vec::new(),
             incomplete,
+            unreadable: BTreeMap::new(),
         }
     }
 
@@ -373,6 +376,14 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self) -> Plan {
+        for (member, names) in std::mem::take(&mut self.unreadable) {
+            self.warnings.push(format!(
+                "member `{member}` is offline: {} instance(s) on it cannot be read, so they are neither \
+                 compared nor changed: {}",
+                names.len(),
+                name_list(&names, 10)
+            ));
+        }
         for ((kind, why), names) in std::mem::take(&mut self.unmanaged) {
             let what = if names.len() == 1 {
                 format!("{kind}/{}", names[0])
@@ -393,6 +404,12 @@ impl<'a> Planner<'a> {
             phases,
             blocked: (!self.blocked.is_empty()).then(|| self.blocked.join("; ")),
             warnings: self.warnings,
+            incomplete: {
+                let mut why: Vec<String> = self.incomplete.values().map(|r| r.to_string()).collect();
+                why.sort();
+                why.dedup();
+                why
+            },
             live_digest: String::new(),
         }
     }
@@ -1301,6 +1318,16 @@ impl<'a> Planner<'a> {
     fn instances(&mut self) {
         let (d, l) = (self.d, self.l);
         for (key, pair) in join(&d.instances, &l.instances) {
+            // On an offline member LXD answers with a stub (status `Error`, no
+            // config): there is nothing to compare, change or prune.
+            if let Pair::Both(_, li) | Pair::Live(li) = pair {
+                if let (Some("Error"), Some(m)) = (li.status.as_deref(), li.location.as_deref()) {
+                    if self.live_status(m) == Some("Offline") {
+                        self.unreadable.entry(m).or_default().push(format!("{}/{}", li.project, li.name));
+                        continue;
+                    }
+                }
+            }
             match pair {
                 Pair::Desired(di) => self.create_instance(di),
                 Pair::Both(di, li) => self.update_instance(key, di, li),

@@ -38,6 +38,10 @@ pub struct Plan {
     /// Things the operator should know that are not steps (unmanaged objects, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Why parts of the live state could not be read (`member `x` is offline`):
+    /// the plan cannot show changes there, and prunes nothing of those kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
     /// `digest(&live.objects)`: identifies the live state the plan was computed from.
     pub live_digest: String,
 }
@@ -437,6 +441,7 @@ mod tests {
             }],
             blocked: None,
             warnings: vec!["w".into()],
+            incomplete: vec![],
             live_digest: "00".into(),
         }
     }

@@ -988,3 +988,43 @@ fn plans_are_deterministic_and_round_trip() {
     assert_eq!(a.to_json(), b.to_json());
     assert_eq!(Plan::from_json(&a.to_json()).unwrap(), a);
 }
+
+#[test]
+fn instances_on_an_offline_member_are_neither_compared_nor_pruned() {
+    let mut d = desired();
+    d.spec.policy.prune = true;
+    let mut l = live();
+    for (m, status) in [("n1", "Online"), ("n2", "Offline")] {
+        d.objects.members.insert(m.into(), member(m));
+        l.objects.members.insert(m.into(), live_member(m, status));
+    }
+    l.incomplete.push(Incomplete { kind: Kind::Instance, reason: "member `n2` is offline".into() });
+    let declared = Instance { target: Some("n2".into()), ..inst("default", "a") };
+    put_inst(&mut d.objects, declared.clone());
+    // What LXD lists for instances on an offline member: a stub with no config.
+    let stub = |name: &str| Instance {
+        profiles: vec![],
+        config: ConfigMap::new(),
+        image: None,
+        status: Some("Error".into()),
+        location: Some("n2".into()),
+        ..inst("default", name)
+    };
+    put_inst(&mut l.objects, stub("a"));
+    put_inst(&mut l.objects, stub("gone")); // no longer declared, owner unknown
+    let p = plan(&d, &l);
+    assert!(p.is_empty(), "{:?}", ids(&p));
+    assert_eq!(p.incomplete, ["member `n2` is offline"]);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("member `n2` is offline: 2 instance(s)") && w.contains("default/gone")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(!p.warnings.iter().any(|w| w.starts_with("not managed")), "{:?}", p.warnings);
+    assert!(super::render::summary(&p).contains("could not be read completely"));
+
+    // The same stub on a member that answers is compared as usual.
+    l.objects.members.insert("n2".into(), live_member("n2", "Online"));
+    l.incomplete.clear();
+    assert!(!plan(&d, &l).is_empty());
+}

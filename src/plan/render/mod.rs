@@ -32,7 +32,18 @@ pub(crate) fn verb(action: Action) -> String {
 }
 
 /// "Plan for cluster X: N to create, ..." or "No changes. ...".
+pub fn summary(plan: &Plan) -> String {
+    summary_line(plan)
+}
+
 pub(crate) fn summary_line(plan: &Plan) -> String {
+    if plan.is_empty() && !plan.incomplete.is_empty() {
+        return format!(
+            "No changes in what could be read, but cluster {} could not be read completely ({}).",
+            plan.cluster,
+            plan.incomplete.join("; ")
+        );
+    }
     if plan.is_empty() {
         return format!("No changes. Cluster {} matches the fleet.", plan.cluster);
     }
@@ -219,6 +230,7 @@ pub(crate) mod fixture {
             ],
             blocked: Some("refusing: this plan deletes 1 objects, more than policy.max_deletions = 0".into()),
             warnings: vec!["not managed: Instance/default/scratch (no owner marker)".into()],
+            incomplete: vec![],
             live_digest: "0f".repeat(32),
         }
     }
@@ -230,6 +242,7 @@ pub(crate) mod fixture {
             phases: vec![],
             blocked: None,
             warnings: vec![],
+            incomplete: vec![],
             live_digest: "0f".repeat(32),
         }
     }
