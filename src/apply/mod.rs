@@ -2,8 +2,8 @@
 //!
 //! Owns: request shapes per kind (`requests`). Must not: diff (the planner does).
 
-pub mod engine;
 pub mod conflict;
+pub mod engine;
 pub mod executor;
 pub mod lxd_api;
 pub mod requests;

@@ -148,7 +148,11 @@ pub fn run(args: Args) -> ExitCode {
             println!(
                 "Apply to cluster {name}{}: {ok} ok, {bad} failed{}, {skipped} skipped in {:.1} s",
                 if done.rounds.len() > 1 { format!(" (round {})", i + 1) } else { String::new() },
-                if conflicts > 0 { format!(" ({conflicts} of them conflicts: not overwritten)") } else { String::new() },
+                if conflicts > 0 {
+                    format!(" ({conflicts} of them conflicts: not overwritten)")
+                } else {
+                    String::new()
+                },
                 round.report.duration_ms as f64 / 1000.0
             );
         }
