@@ -232,7 +232,9 @@ fn load_text(root: &Path, rel: &str, text: &str, pending: &mut Vec<Pending>, dia
             diags.extend(schema_diags);
             continue;
         }
-        let mut value = doc.value.clone();
+        // The object's value moves on; its origin keeps only the positions.
+        let mut doc = doc;
+        let mut value = std::mem::take(&mut doc.value);
         for path in string_maps(kind) {
             let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             stringify_at(&mut value, &segs);
