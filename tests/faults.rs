@@ -6,8 +6,9 @@
 //! - a member offline while planning: its instances are neither compared, changed
 //!   nor pruned (LXD only has stubs for them), and the plan says it is incomplete;
 //! - the LXD daemon lxd-gitops talks to restarted (clean SIGTERM stop, then start)
-//!   while an operation is in flight: the apply fails over or fails, and the next
-//!   apply converges with every instance exactly once;
+//!   while operations are in flight: the client moves on to the next member and the
+//!   apply goes on; what failed is done by the next apply, every instance exactly
+//!   once;
 //! - a concurrent `lxc config set` between plan and apply: the stale update is a
 //!   conflict and writes nothing; planning again shows the edit and applies from it;
 //! - the repository comes back empty: the deletion guard refuses the plan, and an
@@ -182,12 +183,16 @@ fn lxd_restarted_mid_operation_then_the_next_apply_converges_with_nothing_lost()
     let fleet = work.path().join("fleet");
     let f = fleet.to_str().unwrap().to_string();
     let all: Vec<(String, &str)> =
-        (0..24).map(|i| (format!("r{i}"), if i % 2 == 0 { "node1" } else { "node3" })).collect();
+        (0..24).map(|i| (format!("r{i}"), if i % 2 == 0 { "node2" } else { "node3" })).collect();
     write_fleet(lab, &fleet, "  prune: false\n", &all);
 
     // lxd-gitops talks to node1 (the first endpoint). Restart that daemon cleanly
-    // while instance creations are in flight.
-    let mut apply = Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
+    // while instance creations are in flight. The instances live on the other
+    // members: when the member that is creating an instance shuts down, LXD 5.0.2
+    // itself can keep the half-made instance's volume row (`UNIQUE constraint
+    // failed: storage_volumes` on every later create), which no API client can
+    // repair.
+    let apply = Command::new(env!("CARGO_BIN_EXE_lxd-gitops"))
         .args(["apply", &f, "--auto-approve"])
         .env("LXD_GITOPS_CREDENTIALS_DIR", lab.credentials_dir())
         .env("NO_COLOR", "1")
@@ -202,10 +207,9 @@ fn lxd_restarted_mid_operation_then_the_next_apply_converges_with_nothing_lost()
     }
     lab_cmd(lab, &["restart", "node1", "--graceful"]);
     let first = apply.wait_with_output().unwrap();
-    // The restart really cut into the apply: some steps failed (or none ran after it).
+    // The restart cut into the apply, and the client moved on to another member.
     let text = output_text(&first);
-    assert!(!first.status.success(), "the restart did not interrupt the apply:\n{text}");
-    eprintln!("interrupted apply:\n{text}");
+    assert!(text.contains("continuing on the next cluster member"), "no failover:\n{text}");
 
     let start = Instant::now();
     loop {

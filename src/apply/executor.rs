@@ -508,7 +508,16 @@ async fn run_step<C: LxdApi, S: SnapApply>(ctx: &Ctx<'_, C, S>, step: &Step) -> 
         (Kind::Instance, Action::Create) => {
             let i: Instance = want(step)?;
             let (path, body) = rq::instance_create(&i, i.image.as_deref(), cluster);
-            ctx.call(Method::Post, &path, Some(body), None).await?;
+            ctx.call(Method::Post, &path, Some(body), None).await.map_err(|mut err| {
+                if err.message.contains("UNIQUE constraint failed: storage_volumes") {
+                    err.message.push_str(
+                        " (LXD still holds the storage volume of an earlier, interrupted creation of this \
+                         instance, e.g. when its member shut down mid-creation; LXD's API cannot delete \
+                         instance volumes, so it has to be removed on that member before this can succeed)",
+                    );
+                }
+                err
+            })?;
         }
         (Kind::Instance, Action::Update) => {
             let i: Instance = want(step)?;

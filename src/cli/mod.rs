@@ -54,6 +54,17 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Warnings (an endpoint failing over, ...) on stderr; RUST_LOG for more.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .try_init();
+    }
     match cli.command {
         Command::Validate(a) => validate::run(a),
         Command::Plan(a) => plan::run(a),

@@ -1,7 +1,9 @@
 //! The typed LXD client: connect with failover, send requests, read envelopes,
 //! wait on operations.
 //!
-//! Owns: choosing an endpoint (next one only when one can't be reached), the
+//! Owns: choosing an endpoint (next one only when one can't be reached — at
+//! connect, and later when the member in use stops answering or is shutting
+//! down, which LXD says before handling anything, so even writes move on), the
 //! retry loop (reads and never-sent requests only), turning LXD answers into
 //! `Outcome`s or `LxdError`s, waiting on operations, and counting every HTTP
 //! request this client sends.
@@ -10,7 +12,7 @@
 //! headers or operation metadata (tokens live there).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,9 +136,12 @@ pub struct LxdClient {
 }
 
 struct Inner {
-    endpoint: String,
-    pinned: Option<String>,
-    transport: Transport,
+    /// Every endpoint given to `connect`, in order; `current` is the one in use.
+    conns: Vec<Conn>,
+    current: AtomicUsize,
+    /// Off while `connect` probes endpoints one by one; on once connected, so a
+    /// member that stops answering mid-session hands over to the next one.
+    failover: AtomicBool,
     opts: ConnectOptions,
     requests: AtomicU64,
     /// What the last `GET /1.0` said: a 403 "not authorized" then means either an
@@ -144,11 +149,18 @@ struct Inner {
     trusted: AtomicBool,
 }
 
+/// One endpoint and the transport to it.
+struct Conn {
+    endpoint: String,
+    pinned: Option<String>,
+    transport: Transport,
+}
+
 impl std::fmt::Debug for LxdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LxdClient")
-            .field("endpoint", &self.inner.endpoint)
-            .field("pinned", &self.inner.pinned)
+            .field("endpoint", &self.conn().endpoint)
+            .field("pinned", &self.conn().pinned)
             .field("requests", &self.request_count())
             .finish()
     }
@@ -175,7 +187,7 @@ impl LxdClient {
         } else {
             Some(ClientIdentity { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() })
         };
-        let mut attempts = Vec::new();
+        let mut conns = Vec::new();
         for raw in endpoints {
             let endpoint = Endpoint::parse(raw)?;
             let (name, pinned, tls) = match &endpoint {
@@ -186,16 +198,22 @@ impl LxdClient {
                 Endpoint::Unix(path) => (format!("unix:{}", path.display()), None, None),
             };
             let transport = Transport::new(&endpoint, tls, Timeouts { connect: opts.connect_timeout })?;
-            let client = LxdClient {
-                inner: Arc::new(Inner {
-                    endpoint: name.clone(),
-                    pinned,
-                    transport,
-                    opts: opts.clone(),
-                    requests: AtomicU64::new(0),
-                    trusted: AtomicBool::new(false),
-                }),
-            };
+            conns.push(Conn { endpoint: name, pinned, transport });
+        }
+        let client = LxdClient {
+            inner: Arc::new(Inner {
+                conns,
+                current: AtomicUsize::new(0),
+                failover: AtomicBool::new(false),
+                opts: opts.clone(),
+                requests: AtomicU64::new(0),
+                trusted: AtomicBool::new(false),
+            }),
+        };
+        let mut attempts = Vec::new();
+        for (i, conn) in client.inner.conns.iter().enumerate() {
+            let name = conn.endpoint.clone();
+            client.inner.current.store(i, Ordering::Relaxed);
             // One short try per endpoint: a dead or hung member should cost one
             // timeout, not three long ones, before the next one is tried.
             match client.server_info_with(&RetryPolicy::none(), Some(opts.request_timeout.min(PROBE_TIMEOUT))).await {
@@ -204,6 +222,7 @@ impl LxdClient {
                         return Err(LxdError::Untrusted { endpoint: name, method: "GET".into(), path: "/1.0".into() });
                     }
                     tracing::debug!(endpoint = %name, trusted = info.is_trusted(), "connected to LXD");
+                    client.inner.failover.store(true, Ordering::Relaxed);
                     return Ok(client);
                 }
                 // The probe is a read: a member that accepts connections but
@@ -224,7 +243,43 @@ impl LxdClient {
 
     /// The endpoint this client talks to (`https://host:port` or `unix:/path`).
     pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+        &self.conn().endpoint
+    }
+
+    /// The endpoint in use now.
+    fn conn(&self) -> &Conn {
+        &self.inner.conns[self.inner.current.load(Ordering::Relaxed)]
+    }
+
+    /// The endpoint at `from` stopped answering: makes the next endpoint that
+    /// answers `GET /1.0` the current one. True when the caller may send again
+    /// (another request may have switched already).
+    async fn fail_over(&self, from: usize) -> bool {
+        let n = self.inner.conns.len();
+        if !self.inner.failover.load(Ordering::Relaxed) || n < 2 {
+            return false;
+        }
+        if self.inner.current.load(Ordering::Relaxed) != from {
+            return true;
+        }
+        let probe = Prepared {
+            timeout: self.inner.opts.request_timeout.min(PROBE_TIMEOUT),
+            ..self.prepare(LxdRequest::new(Method::Get, "/1.0"))
+        };
+        for j in (1..n).map(|k| (from + k) % n) {
+            let to = &self.inner.conns[j];
+            self.inner.requests.fetch_add(1, Ordering::Relaxed);
+            if matches!(to.transport.send(&probe).await, Ok(r) if r.status == 200) {
+                let _ = self.inner.current.compare_exchange(from, j, Ordering::Relaxed, Ordering::Relaxed);
+                tracing::warn!(
+                    from = %self.inner.conns[from].endpoint,
+                    to = %to.endpoint,
+                    "LXD endpoint stopped answering; continuing on the next cluster member"
+                );
+                return true;
+            }
+        }
+        false
     }
 
     /// HTTP requests sent so far, retries and operation waits included.
@@ -377,10 +432,13 @@ impl LxdClient {
     /// Sends with retries as the policy and the method allow; returns any HTTP answer.
     async fn send(&self, req: Prepared, policy: &RetryPolicy) -> Result<RawResponse> {
         let mut attempt = 1;
+        let mut failovers = 0;
         loop {
             self.inner.requests.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
-            let result = self.inner.transport.send(&req).await;
+            let at = self.inner.current.load(Ordering::Relaxed);
+            let conn = &self.inner.conns[at];
+            let result = conn.transport.send(&req).await;
             let failure = match &result {
                 Ok(r) if r.status >= 400 => Some(Failure::Status(r.status)),
                 Ok(_) => None,
@@ -389,7 +447,7 @@ impl LxdClient {
                 Err(SendError::Mismatch { .. }) | Err(SendError::Local(_)) => None,
             };
             tracing::debug!(
-                endpoint = %self.inner.endpoint,
+                endpoint = %conn.endpoint,
                 method = %req.method,
                 path = %shown(&req.path),
                 status = result.as_ref().map(|r| r.status).unwrap_or(0),
@@ -397,6 +455,14 @@ impl LxdClient {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "LXD request"
             );
+            // Nothing reached this member, or it refused because it is shutting
+            // down: any request, writes included, may go to another member.
+            let unprocessed = matches!(failure, Some(Failure::NotConnected))
+                || matches!(&result, Ok(r) if r.status == 503 && shutting_down(&r.body));
+            if unprocessed && failovers + 1 < self.inner.conns.len() && self.fail_over(at).await {
+                failovers += 1;
+                continue;
+            }
             if let Some(f) = failure {
                 if attempt < policy.attempts && may_retry(req.method, f) {
                     attempt += 1;
@@ -409,12 +475,14 @@ impl LxdClient {
     }
 
     fn send_error(&self, req: &Prepared, e: SendError) -> LxdError {
-        let endpoint = self.inner.endpoint.clone();
+        let endpoint = self.conn().endpoint.clone();
         match e {
             SendError::NotConnected(source) => LxdError::Connect { endpoint, source },
-            SendError::Mismatch { got } => {
-                LxdError::FingerprintMismatch { endpoint, expected: self.inner.pinned.clone().unwrap_or_default(), got }
-            }
+            SendError::Mismatch { got } => LxdError::FingerprintMismatch {
+                endpoint,
+                expected: self.conn().pinned.clone().unwrap_or_default(),
+                got,
+            },
             SendError::NoAnswer(source) => {
                 LxdError::Transport { endpoint, method: req.method.to_string(), path: shown(&req.path), source }
             }
@@ -426,7 +494,7 @@ impl LxdClient {
     }
 
     fn reader(&self) -> Reader<'_> {
-        Reader { endpoint: &self.inner.endpoint, trusted: self.inner.trusted.load(Ordering::Relaxed) }
+        Reader { endpoint: &self.conn().endpoint, trusted: self.inner.trusted.load(Ordering::Relaxed) }
     }
 
     fn check_status(&self, method: Method, path: &str, raw: &RawResponse) -> Result<()> {
@@ -440,6 +508,12 @@ impl LxdClient {
     fn outcome(&self, method: Method, path: &str, raw: &RawResponse) -> Result<Outcome> {
         self.reader().outcome(method, path, raw)
     }
+}
+
+/// LXD's answer while it stops: `503 "LXD is shutting down"`, given before the
+/// request is handled.
+fn shutting_down(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("shutting down")
 }
 
 /// Reads LXD answers. Pure (no IO), so every envelope shape is unit-tested.
