@@ -46,6 +46,7 @@ pub async fn open(desired: &DesiredCluster, runtime: Option<&Config>) -> Result<
     let creds = runtime.and_then(|c| c.credentials_dir.clone());
     let conn = connect_cluster(spec, creds.as_deref()).await?;
     let mut live = read_cluster(&conn.client, &spec.name).await?;
+    live.client_fingerprint = crate::lxd::identity::pem_fingerprint(&conn.cert_pem).ok();
     let endpoints = runtime.and_then(|c| c.clusters.get(&spec.name)).map(|c| c.snapd.clone()).unwrap_or_default();
     let pending_file = state_dir(runtime).join("pending").join(format!("{}.json", spec.name));
     let snap = SnapdFleet::new(endpoints, pending_file, Some(conn.client.clone()))

@@ -736,6 +736,10 @@ pub struct LiveState {
     /// never infers deletions for kinds listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<Incomplete>,
+    /// Fingerprint of the client certificate lxd-gitops itself connected with:
+    /// never reported as unmanaged, never pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_fingerprint: Option<String>,
 }
 
 /// A part of live state that could not be read, and why.

@@ -1683,7 +1683,9 @@ impl<'a> Planner<'a> {
                     self.push(PhaseKind::Trust, s);
                 }
                 Pair::Live(lc) => {
-                    if lc.cert_type != CertificateType::Server {
+                    // The reconciler's own certificate is how it gets in at all.
+                    let own = self.live.client_fingerprint.as_deref() == Some(lc.fingerprint.as_str());
+                    if lc.cert_type != CertificateType::Server && !own {
                         self.leftovers.certificates.push(lc);
                     }
                 }

@@ -448,7 +448,13 @@ fn live_equal(dc: &DesiredCluster, d: &mut Dice) -> LiveState {
             },
         );
     }
-    LiveState { cluster: cluster.into(), objects: l, etags: Default::default(), incomplete: vec![] }
+    LiveState {
+        cluster: cluster.into(),
+        objects: l,
+        etags: Default::default(),
+        incomplete: vec![],
+        client_fingerprint: None,
+    }
 }
 
 /// Random drift: objects removed from live, config values changed, leftovers added.

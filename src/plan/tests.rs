@@ -1028,3 +1028,22 @@ fn instances_on_an_offline_member_are_neither_compared_nor_pruned() {
     l.incomplete.clear();
     assert!(!plan(&d, &l).is_empty());
 }
+
+#[test]
+fn the_reconcilers_own_certificate_is_neither_reported_nor_pruned() {
+    let mut d = desired();
+    d.spec.policy.prune = true;
+    let mut l = live();
+    // Even when an old inventory lists it as owned.
+    l.objects.server_config.insert(INVENTORY_KEY.into(), "Certificate/me".into());
+    l.objects.certificates.insert("me".into(), cert("me", "aa"));
+    l.objects.certificates.insert("manual".into(), cert("manual", "dd"));
+    l.client_fingerprint = Some("aa".into());
+    let p = plan(&d, &l);
+    assert!(!ids(&p).iter().any(|i| i.contains("Certificate/me")), "{:?}", ids(&p));
+    assert!(!p.warnings.iter().any(|w| w.contains("Certificate/me")), "{:?}", p.warnings);
+    assert!(p.warnings.iter().any(|w| w.contains("Certificate/manual")), "{:?}", p.warnings);
+    // Without knowing who it is, the same certificate is an owned leftover.
+    l.client_fingerprint = None;
+    assert!(ids(&plan(&d, &l)).contains(&"prune/delete/Certificate/me"));
+}
