@@ -300,7 +300,8 @@ fn snap_settings_roll_member_by_member() {
     }
     let o = lab.gitops(&["plan", f, "--cluster", "lab", "--config", c]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("blocked"), "{}", output_text(&o));
-    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve"]);
+    let o = lab.gitops(&["apply", f, "--cluster", "lab", "--config", c, "--auto-approve", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "a refused step leaves the cluster differing\n{}", output_text(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     for m in &members {
         assert!(out.contains(&format!("skipped update Snap/{m}")), "{m} not skipped\n{}", output_text(&o));

@@ -163,8 +163,9 @@ fn a_member_offline_during_plan_is_reported_and_nothing_is_deleted_from_missing_
     assert!(text.contains("could not be read completely (member `node2` is offline)"), "{text}");
     assert!(text.contains("3 instance(s) on it cannot be read"), "{text}");
     assert!(text.contains("none of them is pruned"), "{text}");
-    let out = apply_ok(lab, f);
-    assert!(!out.contains("matches the fleet"), "an incomplete read is not a match:\n{out}");
+    let o = lab.gitops(&["apply", f, "--auto-approve", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "an incomplete read is not a match\n{}", output_text(&o));
+    assert!(!output_text(&o).contains("matches the fleet"), "{}", output_text(&o));
     assert_eq!(listed(lab), sorted(&all), "an apply with node2 offline lost or added instances");
 
     // Back online, the same fleet prunes exactly the two it no longer declares.

@@ -29,6 +29,11 @@ pub struct Args {
     /// Runtime configuration (credentials folder, snapd access).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Exit 0 only when every cluster matches the fleet afterwards; 2 when the
+    /// apply went through but steps were held or refused (the cluster still
+    /// differs, or could not be read completely); 1 on errors.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -56,6 +61,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let rt = runtime();
     let mut failed = false;
+    let mut differs = false;
     let mut reports = Vec::new();
     for desired in clusters {
         let name = &desired.spec.name;
@@ -80,9 +86,11 @@ pub fn run(args: Args) -> ExitCode {
             continue;
         }
         if fresh.is_empty() {
+            differs |= !fresh.incomplete.is_empty();
             continue;
         }
         if !args.auto_approve && !confirm(name) {
+            differs = true;
             eprintln!("cluster {name}: not applied");
             continue;
         }
@@ -164,6 +172,7 @@ pub fn run(args: Args) -> ExitCode {
         match rt.block_on(reconcile::open(desired, config.as_ref())) {
             Ok(after) => {
                 let residual = reconcile::plan(desired, &after);
+                differs |= !(residual.is_empty() && residual.incomplete.is_empty());
                 if residual.is_empty() && residual.incomplete.is_empty() {
                     println!("Cluster {name} matches the fleet.");
                 } else if residual.is_empty() {
@@ -181,7 +190,10 @@ pub fn run(args: Args) -> ExitCode {
                     }
                 }
             }
-            Err(e) => eprintln!("warning: could not read cluster {name} again after applying: {e}"),
+            Err(e) => {
+                differs = true;
+                eprintln!("warning: could not read cluster {name} again after applying: {e}");
+            }
         }
         reports.extend(done.rounds.into_iter().map(|r| r.report));
     }
@@ -194,6 +206,8 @@ pub fn run(args: Args) -> ExitCode {
     }
     if failed {
         ExitCode::from(EXIT_ERROR)
+    } else if differs && args.detailed_exitcode {
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     }
