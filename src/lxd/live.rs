@@ -130,7 +130,18 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
             .map(|v| (p.to_string(), v.0))
             .map_err(err(&format!("list networks of project {p}")))
     }));
-    let (profiles, images, networks) = tokio::try_join!(profiles, images, networks)?;
+    // Members and groups in the same round: a cluster's read is one round shorter.
+    let membership = async {
+        if !clustered {
+            return Ok(None);
+        }
+        tokio::try_join!(
+            async { client.get_json("/1.0/cluster/members?recursion=1").await.map_err(err("list members")) },
+            async { client.get_json("/1.0/cluster/groups?recursion=1").await.map_err(err("list cluster groups")) },
+        )
+        .map(|(m, g)| Some((m.0, g.0)))
+    };
+    let (profiles, images, networks, membership) = tokio::try_join!(profiles, images, networks, membership)?;
     for (project, v) in profiles {
         for p in list(&v) {
             let p = convert::profile(p, &project);
@@ -154,8 +165,8 @@ pub async fn read_cluster<C: LxdRead>(client: &C, cluster: &str) -> Result<LiveS
         }
     }
 
-    if clustered {
-        read_members(client, cluster, &mut live).await?;
+    if let Some((members, groups)) = membership {
+        read_members(client, cluster, &mut live, &members, &groups).await?;
     }
     name_instance_images(&mut live.objects);
     Ok(live)
@@ -189,22 +200,24 @@ fn name_instance_images(objects: &mut ClusterObjects) {
     }
 }
 
-/// Members, groups and every per-member value: member-local server config and the
-/// member-specific keys of pools and networks.
-async fn read_members<C: LxdRead>(client: &C, cluster: &str, live: &mut LiveState) -> Result<(), ReadError> {
+/// Members and groups (as listed), and every per-member value: member-local server
+/// config and the member-specific keys of pools and networks.
+async fn read_members<C: LxdRead>(
+    client: &C,
+    cluster: &str,
+    live: &mut LiveState,
+    members: &Value,
+    groups: &Value,
+) -> Result<(), ReadError> {
     let err = |step: String| {
         let cluster = cluster.to_string();
         move |source: BoxError| ReadError { cluster: cluster.clone(), step: step.clone(), source }
     };
-    let (members, groups) = tokio::try_join!(
-        async { client.get_json("/1.0/cluster/members?recursion=1").await.map_err(err("list members".into())) },
-        async { client.get_json("/1.0/cluster/groups?recursion=1").await.map_err(err("list cluster groups".into())) },
-    )?;
-    for g in list(&groups.0) {
+    for g in list(groups) {
         let g = convert::group(g);
         live.objects.groups.insert(g.name.clone(), g);
     }
-    for m in list(&members.0) {
+    for m in list(members) {
         let m = convert::member(m);
         live.objects.members.insert(m.name.clone(), m);
     }
