@@ -179,6 +179,12 @@ pub fn build(drift_per_mille: usize) -> (DesiredCluster, LiveState) {
         objects: d,
     };
     l.server_config = cm(&[("images.auto_update_interval", "12"), ("core.https_address", ":8443")]);
-    let live = LiveState { cluster: "big".into(), objects: l, etags: Default::default(), incomplete: vec![] };
+    let live = LiveState {
+        cluster: "big".into(),
+        objects: l,
+        etags: Default::default(),
+        incomplete: vec![],
+        client_fingerprint: None,
+    };
     (desired, live)
 }
