@@ -15,7 +15,8 @@
 //! Invariants: never panics; `Ok` only for a fleet with a cluster; an `Err` holds
 //! at least one diagnostic, and every diagnostic names a file of the repository
 //! (or `.` for the whole repository) with line and column >= 1, a line inside that
-//! file (at most one past its last line), and a message.
+//! file (at most one past its last line; lines as YAML counts them, so a lone CR
+//! ends a line too), and a message.
 
 #![no_main]
 
@@ -60,6 +61,16 @@ fn scratch() -> &'static Path {
     })
 }
 
+/// Lines as YAML counts them: LF, CRLF and a lone CR each end one.
+fn yaml_lines(bytes: &[u8]) -> usize {
+    let breaks = bytes.iter().enumerate().filter(|(i, b)| match b {
+        b'\n' => true,
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    });
+    breaks.count() + 1
+}
+
 fn write(root: &Path, rel: &str, bytes: &[u8]) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().expect("relative path has a parent")).expect("scratch folder");
@@ -100,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
                 let Some((_, bytes)) = written.iter().find(|(rel, _)| *rel == d.file) else {
                     panic!("diagnostic names a file that is not in the repository: {d}");
                 };
-                let lines = bytes.split(|b| *b == b'\n').count();
+                let lines = yaml_lines(bytes);
                 assert!(d.line <= lines + 1, "line {} of a {lines}-line file in {d}", d.line);
             }
         }
