@@ -213,10 +213,7 @@ fuzz_target!(|data: &[u8]| {
             match (expected, got) {
                 (Some(e), Ok(g)) => assert_eq!(e, g, "{p:?}"),
                 (None, Err(WebhookError::BadPayload(_))) => {}
-                (e, g) => panic!(
-                    "{p:?}: expected {e:?}, got {g:?}, for body {:?}",
-                    String::from_utf8_lossy(req.body)
-                ),
+                (e, g) => panic!("{p:?}: expected {e:?}, got {g:?}, for body {:?}", String::from_utf8_lossy(req.body)),
             }
         }
     }

@@ -106,9 +106,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
 }
 
 /// Errors at the end of input can be reported past the last line; point at the
-/// end of the last line instead, so editors can jump there.
+/// end of the last line instead, so editors can jump there. Lines end as YAML says
+/// (LF, CRLF or a lone CR), as in the positions saphyr reports.
 fn clamp_to_text(text: &str, pos: Pos) -> Pos {
-    let lines: Vec<&str> = text.split('\n').collect();
+    let text = text.replace("\r\n", "\n");
+    let lines: Vec<&str> = text.split(['\n', '\r']).collect();
     if pos.line <= lines.len() {
         return pos;
     }
@@ -256,6 +258,16 @@ mod tests {
         let err = parse_documents("kind: Profile\nconfig: [a, b\nname: x\n").unwrap_err();
         assert!(err.message.contains("YAML syntax error"), "{}", err.message);
         assert!(err.pos.line >= 2, "{:?}", err.pos);
+    }
+
+    #[test]
+    fn lone_cr_ends_a_line_in_error_positions_too() {
+        // Seen after a fuzz/fleet_loader crash: saphyr counts a lone CR as a line break;
+        // clamping to the text counted only LF, so this error moved to the end of line 1.
+        let lf = "kind: Cluster\nname: lab\nfingerprint: [\n";
+        let want = parse_documents(lf).unwrap_err().pos;
+        assert_eq!(parse_documents(&lf.replace('\n', "\r")).unwrap_err().pos, want);
+        assert_eq!(parse_documents(&lf.replace('\n', "\r\n")).unwrap_err().pos, want);
     }
 
     #[test]

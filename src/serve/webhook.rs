@@ -168,6 +168,11 @@ fn parse_push(body: &[u8]) -> Result<PushEvent, WebhookError> {
         #[serde(default)]
         after: String,
     }
+    // serde also reads a struct from a JSON array (`["refs/heads/main", "<sha>"]`),
+    // which no forge sends: a push payload is an object.
+    if body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+        return Err(WebhookError::BadPayload("not a JSON object".into()));
+    }
     let p: Push = serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
     if !p.after.is_empty() && !p.after.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(WebhookError::BadPayload("`after` is not a commit id".into()));
@@ -295,6 +300,20 @@ mod tests {
         assert_eq!(verify(Provider::Generic, &h, body, secret).unwrap_err().status(), 401);
         let big = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(verify(Provider::Generic, &h, &big, secret), Err(WebhookError::TooLarge));
+    }
+
+    #[test]
+    fn a_push_payload_is_an_object() {
+        // Found with fuzz/webhook's oracle: serde reads `Push` from an array too.
+        let secret = b"k";
+        for body in [&br#"["refs/heads/main","abc123"]"#[..], br#" ["refs/heads/main"]"#, b"\"refs/heads/main\""] {
+            let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
+            let err = verify(Provider::Generic, &h, body, secret).unwrap_err();
+            assert_eq!(err.status(), 400, "{err}");
+        }
+        let body = b" \r\n\t{\"ref\":\"refs/heads/main\"}";
+        let h = headers(&[("x-signature-256", &format!("sha256={}", sign(secret, body)))]);
+        assert!(matches!(verify(Provider::Generic, &h, body, secret), Ok(WebhookEvent::Push(_))));
     }
 
     #[test]
